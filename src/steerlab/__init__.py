@@ -1,0 +1,30 @@
+"""steerlab: extract, compose, share, evaluate and serve steering vectors for Hugging Face decoders."""
+
+from steerlab.errors import SteerlabError
+from steerlab.extract import extract
+from steerlab.generate import generate
+from steerlab.kit import Kit, KitEntry
+from steerlab.models import LoadedModel, load_model, wrap_model
+from steerlab.pairs import PairSet
+from steerlab.plan import Plan, compile_plan
+from steerlab.steer import apply_plan, steer
+from steerlab.vector import Card, Vector
+
+__all__ = [
+    "Card",
+    "Kit",
+    "KitEntry",
+    "LoadedModel",
+    "PairSet",
+    "Plan",
+    "SteerlabError",
+    "Vector",
+    "apply_plan",
+    "compile_plan",
+    "extract",
+    "generate",
+    "load_model",
+    "steer",
+    "wrap_model",
+]
+__version__ = "0.1.0"

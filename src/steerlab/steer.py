@@ -1,0 +1,106 @@
+"""The one place hooks are installed: a Plan applied to a model's decoder blocks for the life of a context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from steerlab.errors import SteerlabError
+from steerlab.kit import Mode, Positions
+from steerlab.models import LoadedModel
+from steerlab.plan import GENERATED, PROMPT, LayerOps, Plan, RowSteering, Steerable, compile_plan
+
+
+class _CallState:
+    """Per-forward facts the block hooks need: prompt or generated tokens, and which positions are padding."""
+
+    def __init__(self) -> None:
+        self.phase = PROMPT
+        self.attention_mask: torch.Tensor | None = None
+
+    def pre_forward(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        cache = kwargs.get("past_key_values")
+        seen = 0
+        if cache is not None:
+            length = getattr(cache, "get_seq_length", None)
+            seen = int(length()) if callable(length) else 0
+        self.phase = GENERATED if seen > 0 else PROMPT
+        mask = kwargs.get("attention_mask")
+        self.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
+
+
+def _valid(state: _CallState, hidden: torch.Tensor) -> torch.Tensor | None:
+    """[B, T, 1] mask of real tokens, or None when every position is real (decode steps, unpadded batches)."""
+    mask = state.attention_mask
+    if mask is None or state.phase == GENERATED or mask.shape[0] != hidden.shape[0]:
+        return None
+    tail = mask[:, -hidden.shape[1]:]
+    if bool(tail.all()):
+        return None
+    return tail.to(hidden.dtype).unsqueeze(-1)
+
+
+def apply_ops(hidden: torch.Tensor, ops: LayerOps, valid: torch.Tensor | None) -> torch.Tensor:
+    """Ablate, then add, then restore per-token norms where asked; padding positions are left alone."""
+    for unit, coef in ops.ablate:
+        unit3 = unit.unsqueeze(1)
+        proj = (hidden * unit3).sum(-1, keepdim=True)
+        delta = -coef.view(-1, 1, 1) * proj * unit3
+        hidden = hidden + (delta if valid is None else delta * valid)
+    if ops.add is None:
+        return hidden
+    before = hidden.norm(dim=-1, keepdim=True) if ops.keep_norm is not None else None
+    add = ops.add.unsqueeze(1)
+    steered = hidden + (add if valid is None else add * valid)
+    if before is not None and ops.keep_norm is not None:
+        rescaled = steered * (before / steered.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        steered = torch.where(ops.keep_norm.view(-1, 1, 1), rescaled, steered)
+    return steered
+
+
+def _block_hook(plan: Plan, layer: int, state: _CallState) -> Any:
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if plan.batch_size is not None and hidden.shape[0] != plan.batch_size:
+            raise SteerlabError(
+                f"per-row steering was built for {plan.batch_size} rows, but the batch has {hidden.shape[0]}. "
+                "Give one entry per row (beam search and num_return_sequences multiply rows)."
+            )
+        ops = plan.ops[layer][state.phase]
+        if ops.add is None and not ops.ablate:
+            return output
+        steered = apply_ops(hidden, ops, _valid(state, hidden))
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+    return hook
+
+
+@contextmanager
+def apply_plan(model: LoadedModel, plan: Plan) -> Iterator[Plan]:
+    """Install hooks for `plan`; they are removed on exit, on exceptions too."""
+    state = _CallState()
+    handles = [model.hf_model.register_forward_pre_hook(state.pre_forward, with_kwargs=True)]
+    try:
+        for layer in plan.layers:
+            handles.append(model.layers[layer].register_forward_hook(_block_hook(plan, layer, state)))
+        yield plan
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def steer(model: LoadedModel, what: Steerable | Sequence[RowSteering], scale: float = 1.0,
+          layers: Sequence[int] | None = None, positions: Positions = "all", mode: Mode = "add") -> Iterator[Plan]:
+    """Steer `model` inside the block. `what`: a Vector, a Kit, or a list with one of them (or None) per batch row.
+
+    `positions`: "all", "prompt" or "generated" tokens; `mode`: "add", "ablate" (project the direction out,
+    `scale` is the fraction removed) or "add_keep_norm". Nested contexts add up.
+    """
+    plan = compile_plan(model, what, scale=scale, layers=layers, positions=positions, mode=mode)
+    with apply_plan(model, plan):
+        yield plan

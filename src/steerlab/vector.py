@@ -1,0 +1,232 @@
+"""Vector: per-layer directions (llama.cpp's block convention) and the card that says where they came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from steerlab.errors import SteerlabError
+
+CARD_KEY = "steerlab.card"
+FORMAT_VERSION = 1
+LAYER_CONVENTION = "block_output"  # direction N is added to the output of decoder block N = hidden_states[N + 1]
+
+
+@dataclass
+class Card:
+    """Standard metadata carried by every vector; serialised as JSON in the safetensors header."""
+
+    base_model: str = ""
+    model_fingerprint: str = ""
+    hidden_size: int = 0
+    n_layers: int = 0
+    layer_convention: str = LAYER_CONVENTION
+    site: str = "residual"
+    method: str = ""
+    position: str = ""
+    n_pairs: int = 0
+    dataset_hash: str = ""
+    norms: dict[int, float] = field(default_factory=dict)
+    diagnostics: dict[int, dict[str, float]] = field(default_factory=dict)
+    recommended_layers: list[int] = field(default_factory=list)
+    recommended_scale: float = 1.0
+    name: str = ""
+    description: str = ""
+    author: str = ""
+    license: str = ""
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    metadata: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Card:
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raw.setdefault("metadata", {}).setdefault("unknown_card_fields", {}).update(
+                {k: raw[k] for k in unknown})
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        # JSON turns int keys into strings; layer indices are ints everywhere else.
+        kwargs["norms"] = {int(k): float(v) for k, v in kwargs.get("norms", {}).items()}
+        kwargs["diagnostics"] = {int(k): v for k, v in kwargs.get("diagnostics", {}).items()}
+        return cls(**kwargs)
+
+
+@dataclass
+class Vector:
+    """Directions keyed by decoder block index; add `scale * directions[N]` to the output of block N."""
+
+    directions: dict[int, torch.Tensor]
+    card: Card = field(default_factory=Card)
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise SteerlabError("a Vector needs at least one layer direction.")
+        sizes = {int(t.shape[-1]) for t in self.directions.values()}
+        if len(sizes) != 1 or any(t.ndim != 1 for t in self.directions.values()):
+            raise SteerlabError(f"every direction must be 1-D and of one size; got sizes {sorted(sizes)}.")
+        self.directions = {int(k): v for k, v in sorted(self.directions.items())}
+        if not self.card.hidden_size:
+            self.card.hidden_size = sizes.pop()
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.directions)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(next(iter(self.directions.values())).shape[0])
+
+    def norms(self) -> dict[int, float]:
+        return {layer: float(t.float().norm()) for layer, t in self.directions.items()}
+
+    # ----- algebra: every result is a new Vector whose card says how it was made -----
+    def _derived(self, directions: dict[int, torch.Tensor], how: str) -> Vector:
+        card = dataclasses.replace(self.card, norms={}, metadata={**self.card.metadata, "derived": how},
+                                   created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        vec = Vector(directions, card)
+        vec.card.norms = vec.norms()
+        return vec
+
+    def _combine(self, other: Vector, sign: float, symbol: str) -> Vector:
+        if not isinstance(other, Vector):
+            return NotImplemented
+        if other.hidden_size != self.hidden_size:
+            raise SteerlabError(f"cannot combine vectors of hidden size {self.hidden_size} and {other.hidden_size}.")
+        layers = sorted(set(self.directions) | set(other.directions))
+        out = {}
+        for layer in layers:
+            mine = self.directions.get(layer)
+            theirs = other.directions.get(layer)
+            if mine is None:
+                out[layer] = sign * theirs  # type: ignore[operator]
+            elif theirs is None:
+                out[layer] = mine.clone()
+            else:
+                out[layer] = mine + sign * theirs.to(mine.dtype)
+        return self._derived(out, f"({self.card.name or 'a'} {symbol} {other.card.name or 'b'})")
+
+    def __add__(self, other: Vector) -> Vector:
+        return self._combine(other, 1.0, "+")
+
+    def __sub__(self, other: Vector) -> Vector:
+        return self._combine(other, -1.0, "-")
+
+    def __mul__(self, scale: float) -> Vector:
+        if not isinstance(scale, int | float):
+            return NotImplemented
+        return self._derived({k: v * scale for k, v in self.directions.items()}, f"{scale} * vector")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Vector:
+        return self * -1.0
+
+    def normalized(self) -> Vector:
+        """Unit norm at every layer."""
+        out = {k: v / v.float().norm().clamp_min(1e-12).to(v.dtype) for k, v in self.directions.items()}
+        return self._derived(out, "normalized")
+
+    def orthogonalized(self, other: Vector) -> Vector:
+        """Remove, layer by layer, the component along `other` (layers `other` lacks are kept as they are)."""
+        out = {}
+        for layer, v in self.directions.items():
+            u = other.directions.get(layer)
+            if u is None:
+                out[layer] = v.clone()
+                continue
+            u = u.to(v.dtype)
+            denom = torch.dot(u, u).clamp_min(1e-12)
+            out[layer] = v - (torch.dot(v, u) / denom) * u
+        return self._derived(out, f"orthogonalized against {other.card.name or 'another vector'}")
+
+    def select(self, layers: list[int]) -> Vector:
+        missing = [layer for layer in layers if layer not in self.directions]
+        if missing:
+            raise SteerlabError(f"vector has no direction for layers {missing}; it has {self.layers}.")
+        return self._derived({k: self.directions[k] for k in layers}, f"layers {layers}")
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    # ----- IO -----
+    def to_bytes(self) -> bytes:
+        tensors = {f"layer.{k}": v.detach().contiguous().cpu() for k, v in self.directions.items()}
+        return st_save(tensors, metadata={CARD_KEY: self.card.to_json(), "format": "steerlab.vector"})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Atomic write: a temp file in the same folder, fsynced, then renamed over the target."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = self.to_bytes()
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Vector:
+        source = Path(path)
+        if not source.exists():
+            raise SteerlabError(f"vector file {source} does not exist.")
+        try:
+            with safe_open(str(source), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        except Exception as exc:  # safetensors raises several unrelated types for a corrupt file
+            raise SteerlabError(f"{source} is not a readable safetensors file: {exc}") from exc
+        return cls._from_parts(tensors, meta, str(source))
+
+    @classmethod
+    def _from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], origin: str) -> Vector:
+        directions: dict[int, torch.Tensor] = {}
+        for key, tensor in tensors.items():
+            prefix, _, index = key.partition(".")
+            if prefix not in ("layer", "direction") or not index.isdigit():
+                raise SteerlabError(f"{origin}: unexpected tensor {key!r}; a vector holds only 'layer.N' tensors.")
+            directions[int(index)] = tensor
+        card = Card.from_json(meta[CARD_KEY]) if CARD_KEY in meta else Card(metadata={"imported_from": origin})
+        return cls(directions, card)
+
+    def check_compatible(self, model: Any) -> None:
+        """Raise a clear error when this vector cannot steer `model` (a LoadedModel)."""
+        if self.hidden_size != model.hidden_size:
+            made_for = f": it was made for {self.card.base_model}" if self.card.base_model else ""
+            raise SteerlabError(
+                f"vector has hidden size {self.hidden_size}, model {model.name} has {model.hidden_size}{made_for}. "
+                "Extract a vector on this model instead."
+            )
+        too_deep = [layer for layer in self.directions if layer >= model.n_layers or layer < 0]
+        if too_deep:
+            raise SteerlabError(
+                f"vector has directions for layers {too_deep}, but model {model.name} has blocks 0..{model.n_layers - 1}."
+            )
+        fp = self.card.model_fingerprint
+        if fp and model.fingerprint and fp != model.fingerprint:
+            raise SteerlabError(
+                f"vector was made for {self.card.base_model or 'another model'} (fingerprint {fp}), but "
+                f"{model.name} has fingerprint {model.fingerprint}: the architectures differ. "
+                "Extract a vector on this model, or clear card.model_fingerprint if you know it transfers."
+            )

@@ -1,0 +1,71 @@
+"""Tiny random decoders of every supported architecture, built from configs (no download)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import models as hf
+
+from steerlab.models import LoadedModel, wrap_model
+
+H, L, V = 32, 4, 96
+COMMON: dict[str, Any] = {"vocab_size": V, "hidden_size": H, "num_hidden_layers": L, "num_attention_heads": 4,
+                          "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128,
+                          "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+MOE: dict[str, Any] = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16}
+
+
+def _configs() -> dict[str, Any]:
+    return {
+        "llama": hf.llama.LlamaConfig(**COMMON),
+        "mistral": hf.mistral.MistralConfig(**COMMON),
+        "qwen2": hf.qwen2.Qwen2Config(**COMMON),
+        "qwen3": hf.qwen3.Qwen3Config(**COMMON, head_dim=8),
+        "gemma2": hf.gemma2.Gemma2Config(**COMMON, head_dim=8),
+        "gemma3": hf.gemma3.Gemma3TextConfig(**COMMON, head_dim=8),
+        "phi3": hf.phi3.Phi3Config(**COMMON),
+        "gpt2": hf.gpt2.GPT2Config(vocab_size=V, n_embd=H, n_layer=L, n_head=4, n_positions=128,
+                               bos_token_id=0, eos_token_id=0, pad_token_id=0),
+        "gpt_neox": hf.gpt_neox.GPTNeoXConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
+                                              intermediate_size=64, max_position_embeddings=128,
+                                              bos_token_id=0, eos_token_id=0, pad_token_id=0),
+        "deepseek_v2": hf.deepseek_v2.DeepseekV2Config(
+            **{**COMMON, "num_key_value_heads": 4}, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
+            first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+            v_head_dim=8, n_group=1, topk_group=1),
+        "deepseek_v3": hf.deepseek_v3.DeepseekV3Config(
+            **{**COMMON, "num_key_value_heads": 4}, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
+            first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+            v_head_dim=8, n_group=1, topk_group=1),
+        "qwen3_moe": hf.qwen3_moe.Qwen3MoeConfig(**COMMON, **MOE, head_dim=8, decoder_sparse_step=1),
+        "mixtral": hf.mixtral.MixtralConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2),
+    }
+
+
+ARCHS = tuple(_configs())
+MOE_ARCHS = ("deepseek_v2", "deepseek_v3", "qwen3_moe", "mixtral")
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over printable ASCII, enough to run every text path of the library."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    chars = [chr(c) for c in range(32, 127)]
+    vocab = {"<pad>": 0, **{ch: i + 1 for i, ch in enumerate(chars[: V - 1])}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    from tokenizers import decoders
+
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<pad>")
+
+
+def tiny_model(arch: str = "llama", seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    config = _configs()[arch]
+    config.pad_token_id = 0
+    config.eos_token_id = 0
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return wrap_model(model, byte_tokenizer(), name=f"tiny-{arch}")
