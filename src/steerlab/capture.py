@@ -51,8 +51,9 @@ def tokenize_side(model: LoadedModel, side: Side, position: ReadPosition, chat: 
     raise SteerlabError(f"unknown reading position {position!r}: use 'last', 'mean' or 'answer'.")
 
 
-def pad_batch(seqs: Sequence[list[int]], pad_id: int, side: PaddingSide,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+def pad_batch(
+    seqs: Sequence[list[int]], pad_id: int, side: PaddingSide, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
     """input_ids, attention_mask, position_ids and each row's offset of its first real token."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -60,8 +61,8 @@ def pad_batch(seqs: Sequence[list[int]], pad_id: int, side: PaddingSide,
     offsets = []
     for row, seq in enumerate(seqs):
         start = width - len(seq) if side == "left" else 0
-        ids[row, start:start + len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, start:start + len(seq)] = 1
+        ids[row, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, start : start + len(seq)] = 1
         offsets.append(start)
     # Positions count real tokens only, so a left-padded row sees the same positions as when it runs alone.
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -76,28 +77,36 @@ def pad_id_of(tokenizer: Any) -> int:
     return 0
 
 
-def read_batches(model: LoadedModel, items: Sequence[Tokenized], layers: Sequence[int], batch_size: int,
-                 padding_side: PaddingSide = "right") -> Iterator[tuple[list[int], dict[int, torch.Tensor]]]:
+def read_batches(
+    model: LoadedModel,
+    items: Sequence[Tokenized],
+    layers: Sequence[int],
+    batch_size: int,
+    padding_side: PaddingSide = "right",
+) -> Iterator[tuple[list[int], dict[int, torch.Tensor]]]:
     """Yield (item indices, {layer: [rows, H] float32 mean over each item's read span}), longest items first."""
     order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
     wanted = sorted(set(layers))
     pad_id = pad_id_of(model.tokenizer)
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         ids, mask, positions, offsets = pad_batch([items[i].ids for i in chunk], pad_id, padding_side, model.device)
         outputs = _forward_blocks(model, ids, mask, positions, wanted)
         yield chunk, {layer: _read_spans(outputs[layer], [items[i] for i in chunk], offsets) for layer in wanted}
 
 
 def _read_spans(hidden: torch.Tensor, items: list[Tokenized], offsets: list[int]) -> torch.Tensor:
-    rows = [hidden[r, off + it.read_start: off + it.read_end].float().mean(0)
-            for r, (it, off) in enumerate(zip(items, offsets, strict=True))]
+    rows = [
+        hidden[r, off + it.read_start : off + it.read_end].float().mean(0)
+        for r, (it, off) in enumerate(zip(items, offsets, strict=True))
+    ]
     return torch.stack(rows)
 
 
 @torch.inference_mode()
-def _forward_blocks(model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                    layers: list[int]) -> dict[int, torch.Tensor]:
+def _forward_blocks(
+    model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, layers: list[int]
+) -> dict[int, torch.Tensor]:
     captured: dict[int, torch.Tensor] = {}
     deepest = layers[-1]
 

@@ -41,16 +41,28 @@ def _held_out_indices(n_pairs: int) -> set[int]:
     return set(list(range(HELD_OUT_EVERY - 1, n_pairs, HELD_OUT_EVERY))[:MAX_HELD_OUT]) or {n_pairs - 1}
 
 
-def extract(model: LoadedModel, pairs: PairSet, layers: Sequence[int] | None = None, method: str = "mean_diff",
-            position: ReadPosition | None = None, batch_size: int = 16, padding_side: PaddingSide = "right",
-            chat: bool = True, progress: bool = True, name: str = "") -> Vector:
+def extract(
+    model: LoadedModel,
+    pairs: PairSet,
+    layers: Sequence[int] | None = None,
+    method: str = "mean_diff",
+    position: ReadPosition | None = None,
+    batch_size: int = 16,
+    padding_side: PaddingSide = "right",
+    chat: bool = True,
+    progress: bool = True,
+    name: str = "",
+) -> Vector:
     """Difference-in-means (or `pca_diff`, `probe`) of block outputs between the positive and negative sides."""
     chosen = _check_layers(model, layers)
     spec = get_method(method)
     read_at = position or pairs.default_position
     items: list[Tokenized] = []
     for pair in pairs.pairs:
-        items += [tokenize_side(model, pair.positive, read_at, chat), tokenize_side(model, pair.negative, read_at, chat)]
+        items += [
+            tokenize_side(model, pair.positive, read_at, chat),
+            tokenize_side(model, pair.negative, read_at, chat),
+        ]
     held = _held_out_indices(len(pairs))
     sums = _Sums(n_train=len(pairs) - len(held))
     keep = {i for i in range(len(pairs)) if spec.needs_examples or i in held}
@@ -72,13 +84,19 @@ def _check_layers(model: LoadedModel, layers: Sequence[int] | None) -> list[int]
     return chosen
 
 
-def _consume(chunk: list[int], acts: dict[int, torch.Tensor], held: set[int], keep: set[int], sums: _Sums,
-             kept: dict[int, dict[int, torch.Tensor]]) -> None:
+def _consume(
+    chunk: list[int],
+    acts: dict[int, torch.Tensor],
+    held: set[int],
+    keep: set[int],
+    sums: _Sums,
+    kept: dict[int, dict[int, torch.Tensor]],
+) -> None:
     for layer, rows in acts.items():
         rows = rows.cpu()
         for r, item in enumerate(chunk):
             pair, positive = divmod(item, 2)[0], item % 2 == 0
-            row = rows[r:r + 1]
+            row = rows[r : r + 1]
             _accumulate(sums.pos if positive else sums.neg, layer, row)
             if pair not in held:
                 _accumulate(sums.train_pos if positive else sums.train_neg, layer, row)
@@ -86,8 +104,15 @@ def _consume(chunk: list[int], acts: dict[int, torch.Tensor], held: set[int], ke
                 kept[layer][item] = row[0]
 
 
-def _build(model: LoadedModel, pairs: PairSet, spec_name: str, sums: _Sums, kept: dict[int, dict[int, torch.Tensor]],
-           held: set[int], read_at: str) -> Vector:
+def _build(
+    model: LoadedModel,
+    pairs: PairSet,
+    spec_name: str,
+    sums: _Sums,
+    kept: dict[int, dict[int, torch.Tensor]],
+    held: set[int],
+    read_at: str,
+) -> Vector:
     n = len(pairs)
     spec = get_method(spec_name)
     directions, diagnostics = {}, {}
@@ -100,18 +125,27 @@ def _build(model: LoadedModel, pairs: PairSet, spec_name: str, sums: _Sums, kept
         directions[layer] = spec.fn(data).float()
         if held:
             diagnostics[layer] = _diagnose(layer, sums, kept, held, directions[layer])
-    card = Card(base_model=model.name, model_fingerprint=model.fingerprint, hidden_size=model.hidden_size,
-                n_layers=model.n_layers, method=spec_name, position=read_at, n_pairs=n,
-                dataset_hash=pairs.content_hash(), diagnostics=diagnostics,
-                metadata={"pair_kind": pairs.kind, "source": pairs.source})
+    card = Card(
+        base_model=model.name,
+        model_fingerprint=model.fingerprint,
+        hidden_size=model.hidden_size,
+        n_layers=model.n_layers,
+        method=spec_name,
+        position=read_at,
+        n_pairs=n,
+        dataset_hash=pairs.content_hash(),
+        diagnostics=diagnostics,
+        metadata={"pair_kind": pairs.kind, "source": pairs.source},
+    )
     vector = Vector(directions, card)
     card.norms = vector.norms()
     card.recommended_layers = recommend_layers(diagnostics, model.n_layers) or vector.layers
     return vector
 
 
-def _diagnose(layer: int, sums: _Sums, kept: dict[int, dict[int, torch.Tensor]], held: set[int],
-              direction: torch.Tensor) -> dict[str, float]:
+def _diagnose(
+    layer: int, sums: _Sums, kept: dict[int, dict[int, torch.Tensor]], held: set[int], direction: torch.Tensor
+) -> dict[str, float]:
     """Held-out quality of a direction fitted on the other pairs: accuracy, paired accuracy, Cohen's d."""
     n_train = max(sums.n_train, 1)
     mu_pos = sums.train_pos[layer] / n_train

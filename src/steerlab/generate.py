@@ -15,8 +15,9 @@ from steerlab.plan import RowSteering, Steerable
 from steerlab.steer import steer
 
 
-def encode_prompts(model: LoadedModel, prompts: Sequence[str], chat: bool = True,
-                   system: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    model: LoadedModel, prompts: Sequence[str], chat: bool = True, system: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     tok = model.tokenizer
     templated = chat and bool(getattr(tok, "chat_template", None))
     texts = [render_prompt(tok, p, system, chat=chat) for p in prompts]
@@ -26,9 +27,16 @@ def encode_prompts(model: LoadedModel, prompts: Sequence[str], chat: bool = True
 
 
 @torch.inference_mode()
-def generate(model: LoadedModel, prompts: str | Sequence[str], steering: Steerable | Sequence[RowSteering] | None = None,
-             scale: float = 1.0, max_new_tokens: int = 64, chat: bool = True, system: str | None = None,
-             **generate_kwargs: Any) -> list[str]:
+def generate(
+    model: LoadedModel,
+    prompts: str | Sequence[str],
+    steering: Steerable | Sequence[RowSteering] | None = None,
+    scale: float = 1.0,
+    max_new_tokens: int = 64,
+    chat: bool = True,
+    system: str | None = None,
+    **generate_kwargs: Any,
+) -> list[str]:
     """Texts generated for `prompts` (greedy unless told otherwise), steered by a Vector, Kit or per-row list."""
     batch = [prompts] if isinstance(prompts, str) else list(prompts)
     ids, mask, _ = encode_prompts(model, batch, chat=chat, system=system)
@@ -39,4 +47,4 @@ def generate(model: LoadedModel, prompts: str | Sequence[str], steering: Steerab
     ctx = steer(model, steering, scale=scale) if steering is not None else nullcontext()
     with ctx:
         out = model.hf_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **kwargs)
-    return [model.tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in out]
+    return [model.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]

@@ -59,8 +59,14 @@ class Kit:
     card: KitCard = field(default_factory=KitCard)
 
     @classmethod
-    def single(cls, vector: Vector, scale: float = 1.0, layers: list[int] | None = None,
-               positions: Positions = "all", mode: Mode = "add") -> Kit:
+    def single(
+        cls,
+        vector: Vector,
+        scale: float = 1.0,
+        layers: list[int] | None = None,
+        positions: Positions = "all",
+        mode: Mode = "add",
+    ) -> Kit:
         return cls([KitEntry(vector, scale, layers, positions, mode)], KitCard(name=vector.card.name))
 
     def scaled(self, factor: float) -> Kit:

@@ -86,6 +86,6 @@ def probe(data: LayerData, l2: float = 1e-2, steps: int = 100) -> torch.Tensor:
 
     with torch.enable_grad():
         opt.step(closure)
-    raw = (w.detach() / sd)
+    raw = w.detach() / sd
     unit = raw / raw.norm().clamp_min(1e-12)
     return _scaled_like_mean_diff(unit, data.mean_diff.double()).float()

@@ -66,18 +66,28 @@ class LoadedModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
 
-def wrap_model(hf_model: nn.Module, tokenizer: Any = None, name: str | None = None,
-               layer_path: str | None = None) -> LoadedModel:
+def wrap_model(
+    hf_model: nn.Module, tokenizer: Any = None, name: str | None = None, layer_path: str | None = None
+) -> LoadedModel:
     """Wrap a model already in memory (e.g. a tiny random one in tests)."""
     hf_model.eval()
     config = getattr(hf_model, "config", None)
     label = name or str(getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model"))
-    return LoadedModel(hf_model=hf_model, tokenizer=tokenizer, anatomy=find_anatomy(hf_model, layer_path),
-                       name=label, fingerprint=fingerprint(hf_model))
+    return LoadedModel(
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        anatomy=find_anatomy(hf_model, layer_path),
+        name=label,
+        fingerprint=fingerprint(hf_model),
+    )
 
 
-def load_model(name_or_path: str | nn.Module, dtype: torch.dtype | str | None = None,
-               device: str | torch.device | None = None, layer_path: str | None = None) -> LoadedModel:
+def load_model(
+    name_or_path: str | nn.Module,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    layer_path: str | None = None,
+) -> LoadedModel:
     """Load the embedded default (`smollm2-135m`), a local HF folder, a `.gguf` file, or wrap a model object."""
     if isinstance(name_or_path, nn.Module):
         return wrap_model(name_or_path, layer_path=layer_path)
@@ -163,8 +173,7 @@ def _convert_gguf(gguf_path: Path, folder: Path, public_name: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
         # transformers dequantises GGUF weights on load; the quantizer left attached only blocks saving.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

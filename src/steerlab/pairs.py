@@ -46,12 +46,18 @@ def pair_from_record(record: Mapping[str, Any]) -> Pair:
     keys = set(record)
     if {"question", "answer_matching_behavior", "answer_not_matching_behavior"} <= keys:
         q = str(record["question"])
-        return Pair(_ab_side(q, str(record["answer_matching_behavior"])),
-                    _ab_side(q, str(record["answer_not_matching_behavior"])), "ab")
+        return Pair(
+            _ab_side(q, str(record["answer_matching_behavior"])),
+            _ab_side(q, str(record["answer_not_matching_behavior"])),
+            "ab",
+        )
     if {"positive_instruction", "negative_instruction"} <= keys:
         prompt, completion = str(record.get("prompt", "")), str(record.get("completion", ""))
-        return Pair(Side(prompt, completion, str(record["positive_instruction"])),
-                    Side(prompt, completion, str(record["negative_instruction"])), "persona")
+        return Pair(
+            Side(prompt, completion, str(record["positive_instruction"])),
+            Side(prompt, completion, str(record["negative_instruction"])),
+            "persona",
+        )
     if {"positive", "negative"} <= keys:
         prompt = str(record.get("prompt", ""))
         return Pair(Side(prompt, str(record["positive"])), Side(prompt, str(record["negative"])), "completion")
@@ -115,8 +121,9 @@ class PairSet:
     def content_hash(self) -> str:
         digest = hashlib.sha256()
         for pair in self.pairs:
-            digest.update(json.dumps([pair.kind, pair.positive.__dict__, pair.negative.__dict__],
-                                     sort_keys=True).encode())
+            digest.update(
+                json.dumps([pair.kind, pair.positive.__dict__, pair.negative.__dict__], sort_keys=True).encode()
+            )
         return digest.hexdigest()[:16]
 
 

@@ -62,8 +62,13 @@ class Plan:
         return sorted(self.ops)
 
 
-def as_kit(what: Steerable, scale: float = 1.0, layers: Sequence[int] | None = None,
-           positions: Positions = "all", mode: Mode = "add") -> Kit:
+def as_kit(
+    what: Steerable,
+    scale: float = 1.0,
+    layers: Sequence[int] | None = None,
+    positions: Positions = "all",
+    mode: Mode = "add",
+) -> Kit:
     """A Vector becomes a one-entry kit; a Kit is scaled and, if `layers` is given, restricted to them."""
     if isinstance(what, Vector):
         chosen = list(layers) if layers is not None else None
@@ -73,8 +78,10 @@ def as_kit(what: Steerable, scale: float = 1.0, layers: Sequence[int] | None = N
         if layers is None:
             return kit
         keep = set(layers)
-        entries = [KitEntry(e.vector, e.scale, [la for la in e.active_layers() if la in keep], e.positions, e.mode)
-                   for e in kit.entries]
+        entries = [
+            KitEntry(e.vector, e.scale, [la for la in e.active_layers() if la in keep], e.positions, e.mode)
+            for e in kit.entries
+        ]
         return Kit(entries, kit.card)
     raise SteerlabError(f"cannot steer with a {type(what).__name__}: pass a Vector, a Kit, or a list of them per row.")
 
@@ -107,8 +114,9 @@ def stack_rows(model: LoadedModel, rows: list[RowPlan], broadcast: bool = False)
     ops: dict[int, dict[int, LayerOps]] = {}
     layers = sorted({layer for row in rows for layer in row.layers})
     for layer in layers:
-        ops[layer] = {phase: _stack_phase(model, [r.layers.get(layer, {}).get(phase) for r in rows])
-                      for phase in PHASES}
+        ops[layer] = {
+            phase: _stack_phase(model, [r.layers.get(layer, {}).get(phase) for r in rows]) for phase in PHASES
+        }
     return Plan(ops=ops, batch_size=None if broadcast else len(rows), rows=rows)
 
 
@@ -129,8 +137,14 @@ def _stack_phase(model: LoadedModel, slots: list[RowLayer | None]) -> LayerOps:
     return LayerOps(add=add, ablate=ablate, keep_norm=keep_norm)
 
 
-def compile_plan(model: LoadedModel, what: Steerable | Sequence[RowSteering], scale: float = 1.0,
-                 layers: Sequence[int] | None = None, positions: Positions = "all", mode: Mode = "add") -> Plan:
+def compile_plan(
+    model: LoadedModel,
+    what: Steerable | Sequence[RowSteering],
+    scale: float = 1.0,
+    layers: Sequence[int] | None = None,
+    positions: Positions = "all",
+    mode: Mode = "add",
+) -> Plan:
     """One kit for every row, or a list with one entry per batch row (None = that row is not steered)."""
     if isinstance(what, Vector | Kit):
         row = compile_row(model, as_kit(what, scale, layers, positions, mode))

@@ -38,7 +38,7 @@ def _valid(state: _CallState, hidden: torch.Tensor) -> torch.Tensor | None:
     mask = state.attention_mask
     if mask is None or state.phase == GENERATED or mask.shape[0] != hidden.shape[0]:
         return None
-    tail = mask[:, -hidden.shape[1]:]
+    tail = mask[:, -hidden.shape[1] :]
     if bool(tail.all()):
         return None
     return tail.to(hidden.dtype).unsqueeze(-1)
@@ -94,8 +94,14 @@ def apply_plan(model: LoadedModel, plan: Plan) -> Iterator[Plan]:
 
 
 @contextmanager
-def steer(model: LoadedModel, what: Steerable | Sequence[RowSteering], scale: float = 1.0,
-          layers: Sequence[int] | None = None, positions: Positions = "all", mode: Mode = "add") -> Iterator[Plan]:
+def steer(
+    model: LoadedModel,
+    what: Steerable | Sequence[RowSteering],
+    scale: float = 1.0,
+    layers: Sequence[int] | None = None,
+    positions: Positions = "all",
+    mode: Mode = "add",
+) -> Iterator[Plan]:
     """Steer `model` inside the block. `what`: a Vector, a Kit, or a list with one of them (or None) per batch row.
 
     `positions`: "all", "prompt" or "generated" tokens; `mode`: "add", "ablate" (project the direction out,

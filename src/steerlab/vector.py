@@ -58,8 +58,7 @@ class Card:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - known
         if unknown:
-            raw.setdefault("metadata", {}).setdefault("unknown_card_fields", {}).update(
-                {k: raw[k] for k in unknown})
+            raw.setdefault("metadata", {}).setdefault("unknown_card_fields", {}).update({k: raw[k] for k in unknown})
         kwargs = {k: v for k, v in raw.items() if k in known}
         # JSON turns int keys into strings; layer indices are ints everywhere else.
         kwargs["norms"] = {int(k): float(v) for k, v in kwargs.get("norms", {}).items()}
@@ -97,8 +96,12 @@ class Vector:
 
     # ----- algebra: every result is a new Vector whose card says how it was made -----
     def _derived(self, directions: dict[int, torch.Tensor], how: str) -> Vector:
-        card = dataclasses.replace(self.card, norms={}, metadata={**self.card.metadata, "derived": how},
-                                   created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        card = dataclasses.replace(
+            self.card,
+            norms={},
+            metadata={**self.card.metadata, "derived": how},
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
         vec = Vector(directions, card)
         vec.card.norms = vec.norms()
         return vec

@@ -1,0 +1,5 @@
+"""python -m steerlab."""
+
+from steerlab.cli.app import main
+
+main()

@@ -1,0 +1,41 @@
+"""Argument parsing shared by the command groups: layer ranges and VECTOR:SCALE specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steerlab.errors import SteerlabError
+from steerlab.vector import Vector
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """'8-20', '3,5,7' or '8-12,20' -> sorted block indices; None stays None."""
+    if text is None or not text.strip():
+        return None
+    layers: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError as exc:
+        raise SteerlabError(f"cannot read layers {text!r}: write a range like 8-20 or a list like 3,5,7.") from exc
+    return sorted(layers)
+
+
+def parse_vector_spec(spec: str) -> tuple[Path, float, list[int] | None]:
+    """'V.safetensors[:SCALE][@LAYERS]' -> (path, scale, layers)."""
+    body, _, layer_text = spec.partition("@")
+    path_text, scale = body, 1.0
+    head, sep, tail = body.rpartition(":")
+    if sep and head:
+        try:
+            scale = float(tail)
+            path_text = head
+        except ValueError:
+            path_text = body
+    return Path(path_text), scale, parse_layers(layer_text or None)
+
+
+def load_vector_spec(spec: str) -> tuple[Vector, float, list[int] | None]:
+    path, scale, layers = parse_vector_spec(spec)
+    return Vector.load(path), scale, layers
