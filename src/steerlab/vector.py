@@ -224,7 +224,8 @@ class Vector:
         too_deep = [layer for layer in self.directions if layer >= model.n_layers or layer < 0]
         if too_deep:
             raise SteerlabError(
-                f"vector has directions for layers {too_deep}, but model {model.name} has blocks 0..{model.n_layers - 1}."
+                f"vector has directions for layers {too_deep}, "
+                f"but model {model.name} has blocks 0..{model.n_layers - 1}."
             )
         fp = self.card.model_fingerprint
         if fp and model.fingerprint and fp != model.fingerprint:
