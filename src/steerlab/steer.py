@@ -23,7 +23,8 @@ class _CallState:
         self.attention_mask: torch.Tensor | None = None
 
     def pre_forward(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        cache = kwargs.get("past_key_values")
+        # transformers 5 is renaming past_key_values to cache; accept either.
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         seen = 0
         if cache is not None:
             length = getattr(cache, "get_seq_length", None)
@@ -83,10 +84,13 @@ def _block_hook(plan: Plan, layer: int, state: _CallState) -> Any:
 def apply_plan(model: LoadedModel, plan: Plan) -> Iterator[Plan]:
     """Install hooks for `plan`; they are removed on exit, on exceptions too."""
     state = _CallState()
-    handles = [model.hf_model.register_forward_pre_hook(state.pre_forward, with_kwargs=True)]
+    handles = [model.hf_model.register_forward_pre_hook(state.pre_forward, with_kwargs=True, prepend=True)]
     try:
         for layer in plan.layers:
-            handles.append(model.layers[layer].register_forward_hook(_block_hook(plan, layer, state)))
+            # prepend: transformers records output_hidden_states with its own permanent block hooks; ours must run
+            # first so that hidden_states[N + 1] (and anything else reading the block output) sees the steered value.
+            hook = _block_hook(plan, layer, state)
+            handles.append(model.layers[layer].register_forward_hook(hook, prepend=True))
         yield plan
     finally:
         for handle in handles:

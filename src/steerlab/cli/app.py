@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from steerlab.cli import core
+from steerlab.cli import bench, core, hub, kits, serve
 from steerlab.errors import SteerlabError
 
 app = typer.Typer(
@@ -15,6 +15,10 @@ app = typer.Typer(
 )
 core.register(app)
 # Areas register here, one line each: e.g. `hub.register(app)`.
+kits.register(app)
+hub.register(app)
+serve.register(app)
+bench.register(app)
 
 
 def main() -> None:

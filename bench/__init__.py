@@ -1,0 +1,90 @@
+"""Benchmarks and the measuring helpers every bench module shares.
+
+On two noisy shared cores a figure is only meaningful next to its control, measured in the same run: the helpers
+here alternate conditions round by round (ABBA order, so a slow drift in background load cancels out) and sum the
+rounds up as medians with their spread. `bench/run_all.py` discovers the `bench_*.py` modules and writes results.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# A condition either times itself (returns seconds, e.g. a subprocess that excludes its start-up) or returns None
+# and is timed here with the wall clock around the call.
+Condition = Callable[[], float | None]
+
+
+def timed(condition: Condition) -> float:
+    start = time.perf_counter()
+    reported = condition()
+    elapsed = time.perf_counter() - start
+    return elapsed if reported is None else float(reported)
+
+
+def round_order(names: list[str], round_index: int) -> list[str]:
+    """ABCD, DCBA, ABCD, ...: each condition's mean position in the sequence is the same over two rounds."""
+    return list(names) if round_index % 2 == 0 else list(reversed(names))
+
+
+def interleave(conditions: Mapping[str, Condition], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per round for each condition; `warmup` untimed rounds first (allocator, caches, lazy imports)."""
+    names = list(conditions)
+    for _ in range(warmup):
+        for name in names:
+            conditions[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in round_order(names, r):
+            times[name].append(timed(conditions[name]))
+    return times
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    """Median and spread of one condition's samples (seconds)."""
+    ordered = sorted(samples)
+    return {
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "q1": _quantile(ordered, 0.25),
+        "q3": _quantile(ordered, 0.75),
+        "n": len(ordered),
+    }
+
+
+def ratio(treated: list[float], control: list[float]) -> dict[str, Any]:
+    """treated/control: the ratio of medians (the headline), and the spread of the round-by-round ratios.
+
+    Samples are paired by round (both measured within the same round), so per-round ratios cancel load that
+    changes between rounds; their quartiles say how far one would trust the headline.
+    """
+    if len(treated) != len(control) or not treated:
+        raise ValueError("ratio() needs the same non-zero number of samples on both sides, paired by round")
+    per_round = sorted(t / c for t, c in zip(treated, control, strict=True))
+    return {
+        "ratio": statistics.median(treated) / statistics.median(control),
+        "paired_median": statistics.median(per_round),
+        "paired_q1": _quantile(per_round, 0.25),
+        "paired_q3": _quantile(per_round, 0.75),
+        "paired_min": per_round[0],
+        "paired_max": per_round[-1],
+        "n": len(per_round),
+    }
+
+
+def spread_text(stats: Mapping[str, Any]) -> str:
+    """'IQR 0.99-1.02 (n=200)' for a ratio() result."""
+    return f"IQR {stats['paired_q1']:.3f}-{stats['paired_q3']:.3f} (n={stats['n']})"
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks, on an already sorted list."""
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

@@ -1,0 +1,152 @@
+"""Pick the layer window and scale on a validation split: the largest effect whose fluency stays within budget.
+
+Effect = goal * (metric at the candidate − metric unsteered), both on the validation items. Fluency = mean
+per-token log-prob of greedy generations under the unsteered model; a candidate is within budget when it is no
+lower than the unsteered value minus `budget` times its magnitude (default 10%).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerlab.bench.fluency import fluency_scores
+from steerlab.bench.scoring import PLAIN, Setting, generate_texts
+from steerlab.bench.tasks import Task
+from steerlab.errors import SteerlabError
+from steerlab.kit import Kit
+from steerlab.models import LoadedModel
+from steerlab.vector import Vector
+
+DEFAULT_BUDGET = 0.10
+DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class GridPoint:
+    layers: list[int]
+    scale: float
+    metric: float
+    effect: float
+    fluency: float
+    within_budget: bool
+
+
+@dataclass
+class Calibration:
+    layers: list[int]
+    scale: float
+    metric: str
+    goal: int
+    budget: float
+    base_metric: float
+    base_fluency: float
+    fluency_floor: float
+    within_budget: bool
+    grid: list[GridPoint] = field(default_factory=list)
+    n_val: int = 0
+    n_fluency: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def layer_windows(n_layers: int, count: int, width: int | None = None) -> list[list[int]]:
+    """`count` contiguous windows of `width` blocks (default a sixth of the model), nearest the middle first.
+
+    The outer sixths are left out: steering there mostly breaks fluency (see extract.recommend_layers).
+    """
+    w = width or max(1, round(n_layers / 6))
+    margin = n_layers // 6
+    starts = list(range(margin, max(margin + 1, n_layers - margin - w + 1), w))
+    starts.sort(key=lambda s: abs(s + (w - 1) / 2 - (n_layers - 1) / 2))
+    windows = [list(range(s, min(s + w, n_layers))) for s in starts[: max(1, count)]]
+    return sorted(windows)
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+@dataclass
+class _Probe:
+    """Measures (metric, fluency) of one setting on the validation data."""
+
+    base: LoadedModel
+    task: Task
+    items: Sequence[Any]
+    prompts: list[str]
+    gen_tokens: int
+
+    def measure(self, setting: Setting) -> tuple[float, float]:
+        scores = self.task.evaluate(self.base, setting, self.items)
+        if "fluency_logprob" not in scores:
+            texts = generate_texts(self.base, setting, self.prompts, self.gen_tokens)
+            scores.update(fluency_scores(self.base, self.prompts, texts))
+        return _mean(scores[self.task.metric]), _mean(scores["fluency_logprob"])
+
+
+def calibrate(
+    base: LoadedModel,
+    task: Task,
+    vector: Vector,
+    val_items: Sequence[Any],
+    goal: int = 1,
+    windows: Sequence[Sequence[int]] | None = None,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    budget: float = DEFAULT_BUDGET,
+    n_fluency: int = 8,
+    gen_tokens: int = 24,
+) -> Calibration:
+    """Grid over windows x scales (scales are magnitudes; the goal gives the sign), on validation items only."""
+    start = time.perf_counter()
+    if goal not in (1, -1):
+        raise SteerlabError(f"goal must be +1 (more of the behaviour) or -1 (less), not {goal}.")
+    if not val_items:
+        raise SteerlabError("calibration needs a non-empty validation split.")
+    if not scales or any(s <= 0 for s in scales):
+        raise SteerlabError(f"calibration scales must be positive magnitudes, got {list(scales)}.")
+    grid_windows = [list(w) for w in (windows or layer_windows(base.n_layers, 2))]
+    missing = sorted({la for w in grid_windows for la in w} - set(vector.layers))
+    if missing:
+        raise SteerlabError(f"the vector has no direction for layers {missing}; extract those layers or pick others.")
+    probe = _Probe(base, task, val_items, task.fluency_prompts(val_items)[:n_fluency], gen_tokens)
+    base_metric, base_fluency = probe.measure(PLAIN)
+    floor = base_fluency - budget * abs(base_fluency)
+    cal = Calibration([], 0.0, task.metric, goal, budget, base_metric, base_fluency, floor, False)
+    for window in grid_windows:
+        for magnitude in sorted(scales):
+            kit = Kit.single(vector, goal * magnitude, window)
+            metric, fluency = probe.measure(Setting(f"steering@{goal * magnitude:g}", steering=kit))
+            ok = not math.isnan(fluency) and fluency >= floor
+            cal.grid.append(GridPoint(window, goal * magnitude, metric, goal * (metric - base_metric), fluency, ok))
+            if not ok:
+                break  # larger scales in this window only lose more fluency
+    _choose(cal)
+    cal.n_val, cal.n_fluency, cal.seconds = len(val_items), len(probe.prompts), time.perf_counter() - start
+    return cal
+
+
+def _choose(cal: Calibration) -> None:
+    """Best effect within budget; when nothing fits, the gentlest candidate, flagged as outside the budget."""
+    fitting = [p for p in cal.grid if p.within_budget and not math.isnan(p.effect)]
+    if fitting:
+        best = max(fitting, key=lambda p: (p.effect, -abs(p.scale)))
+        cal.within_budget = True
+    else:
+        best = max(cal.grid, key=lambda p: (-abs(p.scale), p.fluency))
+    cal.layers, cal.scale = list(best.layers), best.scale
+
+
+def write_to_card(vector: Vector, cal: Calibration, task_name: str) -> Vector:
+    """Record the chosen layers and scale in the card (details in card.metadata['calibration'])."""
+    vector.card.recommended_layers = list(cal.layers)
+    vector.card.recommended_scale = float(cal.scale)
+    vector.card.metadata["calibration"] = {"task": task_name, **cal.as_dict()}
+    return vector

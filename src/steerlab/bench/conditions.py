@@ -1,0 +1,57 @@
+"""The compared conditions, built for one task run: all evaluated on the same held-out items."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from steerlab.bench.scoring import Setting
+from steerlab.bench.tasks import Task
+from steerlab.kit import Kit
+from steerlab.models import LoadedModel
+from steerlab.vector import Vector
+
+CONDITIONS = ("unsteered", "steering", "prompting", "fewshot", "lora", "steering+prompting")
+
+
+def sweep_name(scale: float) -> str:
+    return f"steering@{scale:g}"
+
+
+def steering_kit(vector: Vector, scale: float, layers: Sequence[int]) -> Kit:
+    return Kit.single(vector, scale, list(layers))
+
+
+def build_conditions(
+    task: Task,
+    train: Sequence[Any],
+    goal: int,
+    vector: Vector,
+    layers: Sequence[int],
+    scale: float,
+    instruction: str | None,
+    k_shots: int,
+    lora_model: LoadedModel | None,
+    wanted: Sequence[str] = CONDITIONS,
+) -> tuple[list[Setting], list[str]]:
+    """The settings to run, and a note for each condition that cannot be run (and why)."""
+    kit = steering_kit(vector, scale, layers)
+    shots = task.shots(train, goal, k_shots) if k_shots > 0 else ()
+    candidates: dict[str, Setting | str] = {
+        "unsteered": Setting("unsteered"),
+        "steering": Setting("steering", steering=kit),
+        "prompting": Setting("prompting", system=instruction) if instruction else "no instruction given",
+        "fewshot": Setting("fewshot", shots=shots) if shots else "no examples for k-shot prompts",
+        "lora": Setting("lora", model=lora_model) if lora_model is not None else "LoRA not trained",
+        "steering+prompting": Setting("steering+prompting", steering=kit, system=instruction)
+        if instruction
+        else "no instruction given",
+    }
+    settings, skipped = [], []
+    for name in wanted:
+        found = candidates[name]
+        if isinstance(found, Setting):
+            settings.append(found)
+        else:
+            skipped.append(f"{name}: skipped ({found})")
+    return settings, skipped

@@ -1,0 +1,211 @@
+"""Results on disk: results.json (every number), report.md (the seed-shaped table), PNG plots, one HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from steerlab.bench import plots
+from steerlab.bench.conditions import CONDITIONS
+from steerlab.bench.runner import TaskResult
+
+METHODS = ("steering", "prompting", "fewshot", "steering+prompting")
+
+
+def _primary(task: dict[str, Any], condition: str, metric: str | None = None) -> dict[str, Any] | None:
+    wanted = metric or task["info"]["metric"]
+    return next((r for r in task["rows"] if r["condition"] == condition and r["metric"] == wanted), None)
+
+
+def summarise(task: dict[str, Any]) -> dict[str, Any]:
+    """Goal-signed effects vs unsteered, % of the LoRA effect, fluency, latency and training cost for one axis."""
+    goal = task["info"]["goal"]
+    base = _primary(task, "unsteered")
+    effects: dict[str, float] = {}
+    for condition in CONDITIONS[1:]:
+        found = _primary(task, condition)
+        if found is not None and base is not None:
+            effects[condition] = goal * (found["value"] - base["value"])
+    lora_effect = effects.get("lora")
+    pct = {
+        m: (100 * effects[m] / lora_effect if lora_effect and abs(lora_effect) > 1e-12 and m in effects else math.nan)
+        for m in METHODS
+    }
+    fluency = {c: (r or {}).get("value", math.nan) for c in CONDITIONS for r in [_primary(task, c, "fluency_logprob")]}
+    costs = task["costs"]
+    return {
+        "name": task["name"],
+        "metric": task["info"]["metric"],
+        "goal": goal,
+        "n_test": task["info"]["n_test"],
+        "values": {c: r["value"] for c in CONDITIONS for r in [_primary(task, c)] if r is not None},
+        "effects": effects,
+        "pct_of_lora": pct,
+        "fluency": fluency,
+        "latency_overhead_pct": costs.get("latency", {}).get("overhead_pct", math.nan),
+        "lora_train_s": costs.get("lora_train_s", math.nan),
+        "steering_cost_s": costs.get("extract_s", math.nan) + costs.get("calibrate_s", 0.0),
+    }
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# steerlab bench: {doc['meta']['suite']}", ""]
+    meta = doc["meta"]
+    lines.append(
+        f"Model `{meta['model']}`; run time {meta['run_seconds']:.0f} s on {meta['threads']} CPU threads"
+        f"{' (quick subset)' if meta.get('quick') else ''}; seed {meta['seed']}; bootstrap 95% CIs "
+        f"over items. Effects are signed by each axis's goal (+ = moved the way the axis wants)."
+    )
+    lines += ["", "## Summary (test splits)", ""]
+    head = "| axis | metric (goal) | unsteered | steering | prompting | few-shot | steering+prompting | LoRA |"
+    head += " steering % of LoRA | prompting % | few-shot % | fluency steered / unsteered | latency overhead |"
+    head += " LoRA training s | steering extract+calibrate s |"
+    lines += [head, "|" + "---|" * 15]
+    for s in doc["summary"]:
+        v, p = s["values"], s["pct_of_lora"]
+        lines.append(
+            f"| {s['name']} | {s['metric']} ({s['goal']:+d}) | "
+            + " | ".join(
+                _f(v.get(c)) for c in ("unsteered", "steering", "prompting", "fewshot", "steering+prompting", "lora")
+            )
+            + f" | {_f(p['steering'], 0)} | {_f(p['prompting'], 0)} | {_f(p['fewshot'], 0)} | "
+            f"{_f(s['fluency'].get('steering'), 2)} / {_f(s['fluency'].get('unsteered'), 2)} | "
+            f"{_f(s['latency_overhead_pct'], 1)}% | {_f(s['lora_train_s'], 1)} | {_f(s['steering_cost_s'], 1)} |"
+        )
+    for task in doc["tasks"]:
+        lines += ["", f"## {task['name']} ({task['info']['task']})", ""]
+        cal = task["calibration"]
+        lines.append(
+            f"Calibrated on {cal['n_val']} validation items: layers {cal['layers'][0]}-{cal['layers'][-1]}, scale "
+            f"{cal['scale']:g} ({'within' if cal['within_budget'] else 'OUTSIDE'} the fluency budget of "
+            f"{100 * cal['budget']:.0f}%). Train {task['info']['n_train']}, test {task['info']['n_test']}."
+        )
+        for note in task["info"]["notes"]:
+            lines.append(f"- {note}")
+        lines += ["", "| condition | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
+        for r in task["rows"]:
+            ci = f"[{_f(r['ci'][0])}, {_f(r['ci'][1])}]"
+            lines.append(f"| {r['condition']} | {r['metric']} | {_f(r['value'])} | {ci} | {r['n']} |")
+        for png in task.get("plots", []):
+            lines.append(f"\n![{Path(png).stem}]({png})")
+    if doc.get("plots"):
+        lines += ["", "## Across axes", ""] + [f"![{Path(p).stem}]({p})" for p in doc["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(doc: dict[str, Any], md_text: str, out_dir: Path) -> str:
+    """A single self-contained page: tables as HTML, plots embedded as base64 PNGs."""
+    body = []
+    in_table = False
+    for line in md_text.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if set(line.replace("|", "").strip()) <= {"-"}:
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            src = line[line.index("(") + 1 : line.rindex(")")]
+            data = base64.b64encode((out_dir / src).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(src)}" src="data:image/png;base64,{data}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<p>• {html.escape(line[2:])}</p>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%;display:block;margin:8px 0}"
+    )
+    title = html.escape(f"steerlab bench: {doc['meta']['suite']}")
+    head = f"<head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
+    return f"<!doctype html><html>{head}<body>{''.join(body)}</body></html>"
+
+
+def _task_doc(result: TaskResult) -> dict[str, Any]:
+    return {"name": result.name, **result.as_json()}
+
+
+def _task_plots(task: dict[str, Any], out_dir: Path) -> list[str]:
+    folder = Path(task["name"])
+    made = [
+        plots.scale_curves(task, out_dir / folder / "metric_vs_scale.png"),
+        plots.heatmap(task, out_dir / folder / "layer_scale_heatmap.png"),
+        plots.condition_bars(task, out_dir / folder / "conditions.png"),
+    ]
+    return [str(p.relative_to(out_dir)) for p in made]
+
+
+def write_all(out_dir: Path, results: list[TaskResult], meta: dict[str, Any]) -> dict[str, Any]:
+    """results.json at the top (every row; calibration of the first axis, all axes under calibration.per_task),
+    DIR/<axis>/results.json per axis in the exact single-task shape, report.md, report.html and the PNGs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [_task_doc(r) for r in results]
+    for task in tasks:
+        task["plots"] = _task_plots(task, out_dir)
+        single = {k: task[k] for k in ("rows", "calibration", "costs", "info")}
+        (out_dir / task["name"] / "results.json").write_text(_dump(single))
+    summary = [summarise(t) for t in tasks]
+    first = tasks[0]["calibration"]
+    doc: dict[str, Any] = {
+        "rows": [r for t in tasks for r in t["rows"]],
+        "calibration": {
+            "layers": first["layers"],
+            "scale": first["scale"],
+            "task": tasks[0]["name"],
+            "per_task": {t["name"]: t["calibration"] for t in tasks},
+        },
+        "summary": summary,
+        "tasks": tasks,
+        "meta": meta,
+        "plots": [],
+    }
+    if len(tasks) > 1:
+        doc["plots"].append(str(plots.lora_share_bars(summary, out_dir / "pct_of_lora.png").relative_to(out_dir)))
+    (out_dir / "results.json").write_text(_dump(doc))
+    md_text = markdown(doc)
+    (out_dir / "report.md").write_text(md_text)
+    (out_dir / "report.html").write_text(html_page(doc, md_text, out_dir))
+    return doc
+
+
+def clean(value: Any) -> Any:
+    """NaN and infinities become null: strict JSON readers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def _dump(doc: Any) -> str:
+    return json.dumps(clean(doc), indent=1, default=_json_default, allow_nan=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

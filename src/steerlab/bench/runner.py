@@ -1,0 +1,207 @@
+"""One task, end to end: extract on the train split, calibrate on validation, compare conditions on test."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerlab.bench import stats
+from steerlab.bench.calibrate import (
+    DEFAULT_BUDGET,
+    DEFAULT_SCALES,
+    Calibration,
+    calibrate,
+    layer_windows,
+    write_to_card,
+)
+from steerlab.bench.conditions import CONDITIONS, build_conditions, steering_kit, sweep_name
+from steerlab.bench.fluency import fluency_scores
+from steerlab.bench.lora import LoraConfig, train_lora
+from steerlab.bench.scoring import PLAIN, Setting, generate_texts
+from steerlab.bench.tasks import Scores, Task
+from steerlab.errors import SteerlabError
+from steerlab.extract import extract
+from steerlab.models import LoadedModel
+from steerlab.vector import Vector
+
+
+@dataclass
+class RunOptions:
+    n_windows: int = 4
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    sweep: tuple[float, ...] = DEFAULT_SCALES  # magnitudes; each is run with both signs
+    budget: float = DEFAULT_BUDGET
+    n_fluency: int = 8
+    gen_tokens: int = 24
+    k_shots: int = 4
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    latency_rounds: int = 3
+    conditions: tuple[str, ...] = CONDITIONS
+    extract_batch: int = 8
+
+
+@dataclass
+class TaskSpec:
+    """One axis of the bench: a task and its disjoint train / validation / test items."""
+
+    name: str
+    task: Task
+    train: Sequence[Any]
+    val: Sequence[Any]
+    test: Sequence[Any]
+    goal: int = 1
+    instruction: str | None = None
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskResult:
+    name: str
+    rows: list[dict[str, Any]]
+    calibration: Calibration
+    costs: dict[str, Any]
+    info: dict[str, Any]
+    vector: Vector
+
+    def as_json(self) -> dict[str, Any]:
+        cal = self.calibration.as_dict()
+        return {
+            "rows": self.rows,
+            "calibration": {"layers": cal["layers"], "scale": cal["scale"], **cal},
+            "costs": self.costs,
+            "info": self.info,
+        }
+
+
+def _key(item: Any) -> str:
+    return repr(item)
+
+
+def check_disjoint(spec: TaskSpec) -> None:
+    """Extraction (train), validation and test never share an item; ad-hoc files are checked here too."""
+    train = {_key(i) for i in spec.train}
+    val = {_key(i) for i in spec.val}
+    test = {_key(i) for i in spec.test}
+    for a, b, names in ((train, val, "train/validation"), (train, test, "train/test"), (val, test, "validation/test")):
+        if a & b:
+            raise SteerlabError(f"{spec.name}: {len(a & b)} items are in both {names}; the splits must not overlap.")
+    if not spec.train or not spec.val or not spec.test:
+        sizes = (len(spec.train), len(spec.val), len(spec.test))
+        raise SteerlabError(f"{spec.name}: train/validation/test sizes are {sizes}; each needs at least one item.")
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def _evaluate(base: LoadedModel, spec: TaskSpec, setting: Setting, opts: RunOptions) -> Scores:
+    scores = spec.task.evaluate(base, setting, spec.test)
+    if not spec.task.generates:
+        prompts = spec.task.fluency_prompts(spec.test)[: opts.n_fluency]
+        texts = generate_texts(base, setting, prompts, opts.gen_tokens)
+        scores.update(fluency_scores(base, prompts, texts))
+    return scores
+
+
+def _latency(base: LoadedModel, spec: TaskSpec, steered: Setting, opts: RunOptions) -> dict[str, Any]:
+    """Interleaved timing of the same generation unsteered and steered; medians over rounds."""
+    prompts = spec.task.fluency_prompts(spec.test)[: max(1, min(4, opts.n_fluency))]
+    plain, steer = [], []
+    for _ in range(opts.latency_rounds):
+        plain.append(_timed(generate_texts, base, PLAIN, prompts, opts.gen_tokens)[1])
+        steer.append(_timed(generate_texts, base, steered, prompts, opts.gen_tokens)[1])
+    if not plain:
+        return {}
+    p, s = statistics.median(plain), statistics.median(steer)
+    return {"unsteered_s": p, "steered_s": s, "overhead_pct": 100 * (s - p) / p, "rounds": opts.latency_rounds}
+
+
+def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path | None = None) -> TaskResult:
+    check_disjoint(spec)
+    started = time.perf_counter()
+    task: Task = spec.task
+    windows = layer_windows(base.n_layers, opts.n_windows)
+    layers = sorted({la for w in windows for la in w})
+    pairs = task.extraction_pairs(spec.train)
+    vector, extract_s = _timed(
+        lambda: extract(base, pairs, layers=layers, batch_size=opts.extract_batch, progress=False, name=spec.name)
+    )
+    cal = calibrate(
+        base, task, vector, spec.val, spec.goal, windows, opts.scales, opts.budget, opts.n_fluency, opts.gen_tokens
+    )
+    write_to_card(vector, cal, spec.name)
+    vector.card.description = f"steerlab bench: {spec.name} ({task.kind}), goal {spec.goal:+d}"
+    costs: dict[str, Any] = {"extract_s": extract_s, "calibrate_s": cal.seconds, "eval_s": {}}
+    lora_model = None
+    if "lora" in opts.conditions:
+        examples = task.sft_examples(spec.train, spec.goal)
+        if examples:
+            result = train_lora(base, examples, opts.lora)
+            lora_model = result.model
+            costs.update(lora_train_s=result.train_seconds, lora_examples=result.n_examples, lora_loss=result.losses)
+    settings, skipped = build_conditions(
+        task,
+        spec.train,
+        spec.goal,
+        vector,
+        cal.layers,
+        cal.scale,
+        spec.instruction,
+        opts.k_shots,
+        lora_model,
+        opts.conditions,
+    )
+    rows: list[dict[str, Any]] = []
+    by_condition: dict[str, Scores] = {}
+    for setting in settings:
+        scores, seconds = _timed(_evaluate, base, spec, setting, opts)
+        by_condition[setting.name] = scores
+        costs["eval_s"][setting.name] = seconds
+        rows += [stats.row(spec.name, setting.name, metric, values) for metric, values in scores.items()]
+    rows += _sweep(base, spec, opts, vector, cal, by_condition)
+    steered = next((s for s in settings if s.name == "steering"), None)
+    if steered is not None and opts.latency_rounds > 0:
+        costs["latency"] = _latency(base, spec, steered, opts)
+    costs["total_s"] = time.perf_counter() - started
+    info = {
+        "task": task.kind,
+        "goal": spec.goal,
+        "metric": task.metric,
+        "instruction": spec.instruction,
+        "source": spec.source,
+        "n_train": len(spec.train),
+        "n_val": len(spec.val),
+        "n_test": len(spec.test),
+        "n_pairs": len(pairs),
+        "windows": windows,
+        "notes": spec.notes + skipped,
+    }
+    result = TaskResult(spec.name, rows, cal, costs, info, vector)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        vector.save(out_dir / "vector.safetensors")
+    return result
+
+
+def _sweep(
+    base: LoadedModel, spec: TaskSpec, opts: RunOptions, vector: Vector, cal: Calibration, done: dict[str, Scores]
+) -> list[dict[str, Any]]:
+    """The primary metric (and fluency) at each sweep scale, both signs, at the calibrated layers."""
+    rows = []
+    for scale in sorted({sign * m for m in opts.sweep for sign in (-1, 1)}):
+        if math.isclose(scale, cal.scale) and "steering" in done:
+            scores = done["steering"]
+        else:
+            setting = Setting(sweep_name(scale), steering=steering_kit(vector, scale, cal.layers))
+            scores = _evaluate(base, spec, setting, opts)
+        for metric in (spec.task.metric, "fluency_logprob", "repetition"):
+            rows.append(stats.row(spec.name, sweep_name(scale), metric, scores[metric]))
+    return rows

@@ -1,0 +1,147 @@
+"""How a condition runs the model: rendering with system prompt and k-shot turns, continuation log-probs, generation.
+
+Steering always goes through steerlab.steer (one compiled plan per call); a LoRA condition swaps in another model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from steerlab.capture import pad_batch, pad_id_of
+from steerlab.errors import SteerlabError
+from steerlab.kit import Kit
+from steerlab.models import LoadedModel
+from steerlab.steer import steer
+
+Shot = tuple[str, str]  # (user message, assistant answer)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One condition: optional steering kit, system instruction, k-shot turns, or a replacement (fine-tuned) model."""
+
+    name: str
+    steering: Kit | None = None
+    system: str | None = None
+    shots: tuple[Shot, ...] = ()
+    model: LoadedModel | None = None
+
+    def runner(self, base: LoadedModel) -> LoadedModel:
+        return self.model or base
+
+    def context(self, model: LoadedModel) -> AbstractContextManager[Any]:
+        return steer(model, self.steering) if self.steering is not None else nullcontext()
+
+
+PLAIN = Setting("unsteered")
+
+
+def render_ids(model: LoadedModel, user: str, setting: Setting) -> list[int]:
+    """Prompt token ids: the chat template with system + shots + user, or plain text for models without one."""
+    tok = model.tokenizer
+    if tok is None:
+        raise SteerlabError("this model has no tokenizer: load it with load_model or pass one to wrap_model.")
+    if getattr(tok, "chat_template", None):
+        messages = [{"role": "system", "content": setting.system}] if setting.system else []
+        for question, answer in setting.shots:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": user})
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+    parts = ([setting.system] if setting.system else []) + [f"{q}\n{a}" for q, a in setting.shots] + [user]
+    ids = list(tok("\n\n".join(parts) + "\n", add_special_tokens=True)["input_ids"])
+    return ids or [pad_id_of(tok)]
+
+
+def _batches(order: list[int], sizes: list[int], token_budget: int) -> Iterator[list[int]]:
+    """Consecutive chunks of `order` whose padded size (rows x longest) stays under the token budget."""
+    chunk: list[int] = []
+    for index in order:
+        longest = max([sizes[i] for i in chunk] + [sizes[index]])
+        if chunk and longest * (len(chunk) + 1) > token_budget:
+            yield chunk
+            chunk = []
+        chunk.append(index)
+    if chunk:
+        yield chunk
+
+
+@torch.inference_mode()
+def continuation_logprobs(
+    base: LoadedModel,
+    setting: Setting,
+    requests: Sequence[tuple[str, Sequence[str]]],
+    token_budget: int = 4096,
+) -> list[list[float]]:
+    """Summed log-probs of each continuation after its user prompt, under `setting`.
+
+    Continuations that differ only in their last token (A/B letters, MCQ letters) share one forward pass.
+    """
+    model = setting.runner(base)
+    tok = model.tokenizer
+    seqs: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
+    for r, (user, conts) in enumerate(requests):
+        prompt = render_ids(model, user, setting)
+        for c, cont in enumerate(conts):
+            target = list(tok(cont, add_special_tokens=False)["input_ids"])
+            if not target:
+                raise SteerlabError(f"continuation {cont!r} renders to no tokens; every answer must be non-empty.")
+            seqs.setdefault(tuple(prompt + target[:-1]), []).append((r, c, target))
+    out = [[0.0] * len(conts) for _, conts in requests]
+    keys = list(seqs)
+    sizes = [len(k) for k in keys]
+    order = sorted(range(len(keys)), key=lambda i: -sizes[i])
+    with setting.context(model):
+        for chunk in _batches(order, sizes, token_budget):
+            _score_chunk(model, [keys[i] for i in chunk], [seqs[keys[i]] for i in chunk], out)
+    return out
+
+
+def _score_chunk(
+    model: LoadedModel,
+    keys: list[tuple[int, ...]],
+    wanted: list[list[tuple[int, int, list[int]]]],
+    out: list[list[float]],
+) -> None:
+    keep = max(len(t) for group in wanted for _, _, t in group)
+    ids, mask, positions, _ = pad_batch([list(k) for k in keys], pad_id_of(model.tokenizer), "left", model.device)
+    logits = model.hf_model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep
+    ).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    for row, group in enumerate(wanted):
+        for r, c, target in group:
+            # The last len(target) positions predict the target tokens (left padding aligns the ends).
+            span = logprobs[row, keep - len(target) :]
+            out[r][c] = float(span.gather(-1, torch.tensor(target, device=span.device).unsqueeze(-1)).sum())
+
+
+@torch.inference_mode()
+def generate_texts(
+    base: LoadedModel, setting: Setting, users: Sequence[str], max_new_tokens: int, batch_size: int = 16
+) -> list[str]:
+    """Greedy generations for each user prompt under `setting` (left-padded batches)."""
+    model = setting.runner(base)
+    pad = pad_id_of(model.tokenizer)
+    texts: list[str] = []
+    for start in range(0, len(users), batch_size):
+        prompts = [render_ids(model, u, setting) for u in users[start : start + batch_size]]
+        ids, mask, _, _ = pad_batch(prompts, pad, "left", model.device)
+        with setting.context(model):
+            out = model.hf_model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=pad,
+            )
+        texts += [model.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
+    return texts

@@ -1,0 +1,143 @@
+"""Bench commands: `steerlab bench` (steering vs prompting vs LoRA on held-out data) and `steerlab calibrate`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from steerlab.cli.common import parse_layers
+from steerlab.errors import SteerlabError
+from steerlab.models import DEFAULT_MODEL
+
+console = Console()
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")]
+
+
+def _scales(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(abs(float(x)) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise SteerlabError(f"cannot read scales {text!r}: write magnitudes like 0.25,0.5,1,2.") from exc
+    if not values or 0.0 in values:
+        raise SteerlabError(f"scales {text!r}: give one or more non-zero magnitudes like 0.25,0.5,1,2.")
+    return values
+
+
+def bench_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="results folder")],
+    suite: Annotated[str | None, typer.Option(help="a named suite: seed")] = None,
+    quick: Annotated[bool, typer.Option(help="the quick subset of the suite (minutes)")] = False,
+    axes: Annotated[
+        str | None, typer.Option(help="suite axes, comma-separated (default: all, or the quick ones)")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="ad-hoc task: ab, pair-logprob, mcq, classify, fluency")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="ad-hoc training/extraction data")] = None,
+    eval_path: Annotated[Path | None, typer.Option("--eval", help="ad-hoc held-out evaluation data")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    max_pairs: Annotated[int | None, typer.Option(help="use at most N training pairs")] = None,
+    goal: Annotated[int, typer.Option(help="+1: more of the behaviour, -1: less")] = 1,
+    instruction: Annotated[str | None, typer.Option(help="system instruction for the prompting conditions")] = None,
+    scorer: Annotated[str, typer.Option(help="classify: sentiment or formality")] = "sentiment",
+    val_size: Annotated[int, typer.Option(help="ad-hoc validation items for calibration")] = 8,
+    scales: Annotated[str | None, typer.Option(help="calibration scale magnitudes, e.g. 0.25,0.5,1,2")] = None,
+    budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
+) -> None:
+    """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
+    import torch
+
+    from steerlab.bench import suite as seed
+    from steerlab.bench.adhoc import adhoc_spec
+    from steerlab.bench.data import datasets_root
+    from steerlab.bench.report import write_all
+    from steerlab.bench.runner import run_task
+    from steerlab.models import load_model
+
+    started = time.perf_counter()
+    opts = seed.options(quick)
+    if scales is not None:
+        opts.scales = opts.sweep = _scales(scales) or opts.scales
+    opts.budget = budget
+    if suite is not None:
+        if suite != "seed":
+            raise SteerlabError(f"unknown suite {suite!r}: the only suite is 'seed'.")
+        chosen = tuple(a.strip() for a in axes.split(",")) if axes else None
+        specs = seed.seed_suite(datasets_root(), quick, chosen)
+    elif task is not None:
+        if pairs is None or eval_path is None:
+            raise SteerlabError("an ad-hoc run needs --pairs TRAIN and --eval TEST (and --task).")
+        specs = [adhoc_spec(task, pairs, eval_path, max_pairs, val_size, goal, instruction, scorer)]
+    else:
+        raise SteerlabError("say what to run: --suite seed [--quick], or --task KIND --pairs TRAIN --eval TEST.")
+    torch.manual_seed(0)
+    loaded = load_model(model)
+    results = []
+    for spec in specs:
+        console.print(f"[bold]{spec.name}[/bold] ({spec.task.kind}): {len(spec.train)} train, {len(spec.test)} test")
+        results.append(run_task(loaded, spec, opts, out / spec.name))
+    meta = {
+        "suite": suite or f"ad-hoc {task}",
+        "quick": quick,
+        "model": loaded.name,
+        "seed": 0,
+        "threads": torch.get_num_threads(),
+        "run_seconds": time.perf_counter() - started,
+    }
+    doc = write_all(out, results, meta)
+    for s in doc["summary"]:
+        console.print(f"{s['name']}: " + ", ".join(f"{c}={v:.3f}" for c, v in s["values"].items()))
+    console.print(f"[green]wrote[/green] {out}/results.json, report.md, report.html ({meta['run_seconds']:.0f} s)")
+
+
+def calibrate_cmd(
+    vector: Annotated[Path, typer.Argument(help="the vector to calibrate (.safetensors)")],
+    task: Annotated[str, typer.Option(help="ab, pair-logprob, mcq, classify or fluency")],
+    eval_path: Annotated[Path, typer.Option("--eval", help="validation items (never the test set)")],
+    model: ModelOpt = DEFAULT_MODEL,
+    out: Annotated[Path | None, typer.Option(help="where to write the calibrated vector (default: in place)")] = None,
+    goal: Annotated[int, typer.Option(help="+1: more of the behaviour, -1: less")] = 1,
+    window: Annotated[list[str] | None, typer.Option(help="layer window to try, e.g. 10-14 (repeatable)")] = None,
+    scales: Annotated[str, typer.Option(help="scale magnitudes to try")] = "0.25,0.5,1,2",
+    budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
+    scorer: Annotated[str, typer.Option(help="classify: sentiment or formality")] = "sentiment",
+    max_items: Annotated[int, typer.Option(help="use at most N validation items")] = 32,
+) -> None:
+    """Pick layers and scale on a validation split; write them into the vector's card."""
+    from steerlab.bench.adhoc import load_items
+    from steerlab.bench.calibrate import calibrate, write_to_card
+    from steerlab.bench.tasks import make_task
+    from steerlab.models import load_model
+    from steerlab.vector import Vector
+
+    vec = Vector.load(vector)
+    items = load_items(task, eval_path, "eval")[:max_items]
+    loaded = load_model(model)
+    windows = [parse_layers(w) or [] for w in window] if window else _vector_windows(vec, loaded.n_layers)
+    bench_task = make_task(task, **({"scorer": scorer} if task == "classify" else {}))
+    cal = calibrate(loaded, bench_task, vec, items, goal, windows, _scales(scales) or (1.0,), budget)
+    write_to_card(vec, cal, eval_path.stem)
+    target = vec.save(out or vector)
+    state = "within" if cal.within_budget else "OUTSIDE"
+    console.print(
+        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g}: {cal.metric} {cal.base_metric:.3f} -> "
+        f"{next(p.metric for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale):.3f}, fluency "
+        f"{state} budget; wrote {target}"
+    )
+
+
+def _vector_windows(vec: object, n_layers: int) -> list[list[int]]:
+    from steerlab.bench.calibrate import layer_windows
+
+    have = set(vec.layers)  # type: ignore[attr-defined]
+    windows = [w for w in layer_windows(n_layers, 4) if set(w) <= have]
+    return windows or [vec.card.recommended_layers or vec.layers]  # type: ignore[attr-defined]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_cmd)
+    app.command("calibrate")(calibrate_cmd)

@@ -1,0 +1,258 @@
+"""`steerlab hub ...`: the Steer Store from the command line; every store is a folder or a server URL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from steerlab.errors import SteerlabError
+
+if TYPE_CHECKING:
+    from steerlab.hub.entry import EntryInfo
+
+console = Console()
+hub_app = typer.Typer(help="The Steer Store: publish, find, pull and verify vectors and kits.", no_args_is_help=True)
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="store folder or server URL (default: the local store)")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="STEERLAB_HUB_TOKEN", help="namespace write token")]
+RootOpt = Annotated[Path | None, typer.Option("--root", help="store folder (default: $STEERLAB_HOME/store)")]
+CatalogOpt = Annotated[str | None, typer.Option("--catalog-url", help="SQLAlchemy URL of the catalogue (PostgreSQL)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="a tag (repeatable)")]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help="ed25519 signing key (default: your publisher key)")]
+SignOpt = Annotated[bool, typer.Option("--sign/--no-sign", help="sign hash + card with your key")]
+
+
+def _open(location: str | Path | None, token: str | None = None, catalog_url: str | None = None) -> Any:
+    from steerlab.hub import is_url, open_store
+
+    options = {"catalog_url": catalog_url} if catalog_url and not is_url(location) else {}
+    return open_store(location, token=token, **options)
+
+
+def _table(entries: list[EntryInfo]) -> Table:
+    table = Table("entry", "kind", "base model", "tags", "signed", "effect", "description")
+    for info in entries:
+        effect = info.metrics.get("accuracy")
+        table.add_row(
+            info.ref,
+            info.kind,
+            info.base_model or "-",
+            ",".join(info.tags),
+            info.key_id or "no",
+            "-" if effect is None else f"acc {effect:.2f} @ L{info.metrics.get('best_layer', '?')}",
+            (info.description or "")[:60],
+        )
+    return table
+
+
+def _print_entries(entries: list[EntryInfo], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([info.to_dict() for info in entries], indent=2))
+    elif entries:
+        console.print(_table(entries))
+    else:
+        console.print("no entries")
+
+
+def _publish(store: Any, file: Path, name: str, tags: list[str], description: str | None, key: Path | None, sign: bool):
+    from steerlab.hub.publish import prepare
+
+    data, pub = prepare(file, name, tags, description, key, sign)
+    info = store.publish(data, pub)
+    signed = f"signed by {info.key_id}" if info.key_id else "unsigned"
+    detail = f"{info.kind}, {info.size} bytes, sha256 {info.sha256[:12]}, {signed}"
+    console.print(f"[green]published[/green] {info.ref} ({detail})")
+
+
+def add_cmd(
+    file: Annotated[Path, typer.Argument(help="a vector (.safetensors) or kit (.json) file")],
+    name: Annotated[str, typer.Option("--name", help="NAMESPACE/NAME[@VERSION] (next patch version if omitted)")],
+    root: RootOpt = None,
+    tag: TagOpt = None,
+    description: Annotated[str | None, typer.Option(help="default: the card's description")] = None,
+    key: KeyOpt = None,
+    sign: SignOpt = True,
+    catalog_url: CatalogOpt = None,
+) -> None:
+    """Add a file to the local store."""
+    _publish(_open(root, catalog_url=catalog_url), file, name, tag or [], description, key, sign)
+
+
+def push_cmd(
+    file: Annotated[Path, typer.Argument(help="a vector (.safetensors) or kit (.json) file")],
+    to: Annotated[str | None, typer.Option("--to", help="server URL or store folder (default: local store)")] = None,
+    name: Annotated[str, typer.Option("--name", help="NAMESPACE/NAME[@VERSION]")] = "",
+    token: TokenOpt = None,
+    tag: TagOpt = None,
+    description: Annotated[str | None, typer.Option(help="default: the card's description")] = None,
+    key: KeyOpt = None,
+    sign: SignOpt = True,
+) -> None:
+    """Publish a file to a server (needs the namespace's token) or a store folder."""
+    if not name:
+        raise SteerlabError("say where to publish: --name NAMESPACE/NAME[@VERSION].")
+    _publish(_open(to, token), file, name, tag or [], description, key, sign)
+
+
+def list_cmd(
+    source: FromOpt = None,
+    namespace: Annotated[str | None, typer.Option(help="only this namespace")] = None,
+    kind: Annotated[str | None, typer.Option(help="vector or kit")] = None,
+    all_versions: Annotated[bool, typer.Option("--all-versions", help="every version, not just the latest")] = False,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List entries (latest version of each)."""
+    _print_entries(_open(source, token).list(namespace=namespace, kind=kind, all_versions=all_versions), as_json)
+
+
+def search_cmd(
+    text: Annotated[str | None, typer.Argument(help="words to find in names, descriptions, tags, models")] = None,
+    tag: Annotated[str | None, typer.Option(help="only entries with this tag")] = None,
+    base_model: Annotated[str | None, typer.Option(help="only vectors for this model id")] = None,
+    fits: Annotated[str | None, typer.Option(help="only what this model (alias/folder/.gguf) can load")] = None,
+    source: FromOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search by text, tag, base model, or what fits a model."""
+    fit = None
+    if fits:
+        from steerlab.hub.entry import Fit
+        from steerlab.models import load_model
+
+        fit = Fit.of(load_model(fits))
+    _print_entries(_open(source, token).search(text, tag=tag, base_model=base_model, fits=fit), as_json)
+
+
+def show_cmd(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME[@VERSION]")],
+    source: FromOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one entry: its metadata, signature, versions and full card."""
+    store = _open(source, token)
+    info = store.show(ref)
+    if as_json:
+        typer.echo(json.dumps(info.to_dict(), indent=2))
+        return
+    versions = ", ".join(v.version for v in store.versions(f"{info.namespace}/{info.name}"))
+    console.print(f"[bold]{info.ref}[/bold] ({info.kind}) - {info.description or 'no description'}")
+    console.print(f"versions: {versions}")
+    model = f"{info.base_model or '-'} ({info.fingerprint or 'no fingerprint'})"
+    console.print(f"base model: {model}, hidden size {info.hidden_size}")
+    console.print(f"sha256 {info.sha256}, {info.size} bytes, published {info.published_at}, created {info.created_at}")
+    signed = f"key {info.key_id}" if info.key_id else "unsigned"
+    console.print(f"signature: {signed}; tags: {', '.join(info.tags) or '-'}")
+    console.print(f"author: {info.author or '-'}, license: {info.license or '-'}; effect: {json.dumps(info.metrics)}")
+    console.print_json(json.dumps(info.card))
+
+
+def pull_cmd(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME[@VERSION] (latest if no version)")],
+    source: FromOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (default: NAME.safetensors)")] = None,
+    require_signed: Annotated[bool, typer.Option("--require-signed", help="refuse unsigned content")] = False,
+    trusted_key: Annotated[
+        list[str] | None, typer.Option("--trusted-key", help="accept only these signing key ids (repeatable)")
+    ] = None,
+    token: TokenOpt = None,
+) -> None:
+    """Download one entry, verifying its hash, card and signature, and write it atomically."""
+    from steerlab.hub.blobs import BlobStore
+
+    info, data = _open(source, token).get_bytes(ref, require_signed=require_signed, trusted_keys=trusted_key)
+    target = out or Path(f"{info.name}.{'json' if info.kind == 'kit' else 'safetensors'}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    BlobStore.write_file(target, data)
+    signed = f"signature by {info.key_id} verified" if info.key_id else "unsigned"
+    console.print(f"[green]pulled[/green] {info.ref} -> {target} (sha256 {info.sha256[:12]} verified, {signed})")
+
+
+def rm_cmd(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME@VERSION")],
+    source: FromOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Withdraw one version (its version number is never reused)."""
+    info = _open(source, token).remove(ref)
+    console.print(f"[yellow]removed[/yellow] {info.ref}")
+
+
+def verify_cmd(
+    root: RootOpt = None,
+    clean: Annotated[bool, typer.Option("--clean", help="delete stale temp files and unreferenced blobs")] = False,
+    catalog_url: CatalogOpt = None,
+) -> None:
+    """Check a whole local store: every blob's hash, card and signature. Exit status 1 on any problem."""
+    report = _open(root, catalog_url=catalog_url).verify(clean=clean)
+    for note in report.notes:
+        console.print(f"note: {note}")
+    for problem in report.problems:
+        console.print(f"[red]problem:[/red] {problem}")
+    console.print(f"checked {report.checked} entries: {'clean' if report.ok else f'{len(report.problems)} problem(s)'}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def token_cmd(
+    namespace: Annotated[str, typer.Argument(help="the namespace this token may write to")],
+    root: RootOpt = None,
+    private: Annotated[
+        bool | None, typer.Option("--private/--public", help="make the namespace's reads need a token")
+    ] = None,
+    catalog_url: CatalogOpt = None,
+) -> None:
+    """Create a write token for a namespace and print it (only its hash is stored)."""
+    typer.echo(_open(root, catalog_url=catalog_url).create_token(namespace, private=private))
+
+
+def keygen_cmd(
+    out: Annotated[Path | None, typer.Option("--out", help="key file (default: your publisher key)")] = None,
+) -> None:
+    """Create an ed25519 signing key (if missing) and print its key id."""
+    from steerlab.hub import signing
+    from steerlab.hub.publish import default_key_path
+
+    path = out or default_key_path()
+    key = signing.load_or_create_key(path)
+    typer.echo(f"{signing.key_id(signing.public_key_b64(key))}  {path}")
+
+
+def serve_cmd(
+    root: RootOpt = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8765,
+    catalog_url: CatalogOpt = None,
+    max_bytes: Annotated[int | None, typer.Option(help="largest upload accepted, in bytes")] = None,
+) -> None:
+    """Serve a store over HTTP (REST API; OpenAPI schema at /openapi.json)."""
+    from steerlab.hub import default_root
+    from steerlab.hub.server import serve
+
+    serve(root or default_root(), host, port, catalog_url, max_bytes)
+
+
+def register(app: typer.Typer) -> None:
+    for name, command in (
+        ("add", add_cmd),
+        ("list", list_cmd),
+        ("search", search_cmd),
+        ("show", show_cmd),
+        ("pull", pull_cmd),
+        ("push", push_cmd),
+        ("rm", rm_cmd),
+        ("verify", verify_cmd),
+        ("token", token_cmd),
+        ("keygen", keygen_cmd),
+        ("serve", serve_cmd),
+    ):
+        hub_app.command(name)(command)
+    app.add_typer(hub_app, name="hub")

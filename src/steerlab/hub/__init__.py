@@ -1,0 +1,37 @@
+"""The Steer Store: a content-addressed, signed, searchable store of vectors and kits, local or behind a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steerlab.hub.refs import Ref, Version, parse_ref
+
+if TYPE_CHECKING:
+    from steerlab.hub.client import RemoteStore
+    from steerlab.hub.store import LocalStore
+
+__all__ = ["Ref", "Version", "default_root", "open_store", "parse_ref"]
+
+
+def default_root() -> Path:
+    from steerlab.models import steerlab_home
+
+    return steerlab_home() / "store"
+
+
+def is_url(location: str | Path | None) -> bool:
+    return isinstance(location, str) and location.startswith(("http://", "https://"))
+
+
+def open_store(
+    path_or_url: str | Path | None = None, token: str | None = None, **options: Any
+) -> LocalStore | RemoteStore:
+    """A store at a folder (default $STEERLAB_HOME/store) or behind a server URL; both answer the same calls."""
+    if is_url(path_or_url):
+        from steerlab.hub.client import RemoteStore
+
+        return RemoteStore(str(path_or_url), token=token, **options)
+    from steerlab.hub.store import LocalStore
+
+    return LocalStore(Path(path_or_url) if path_or_url else default_root(), token=token, **options)

@@ -1,0 +1,123 @@
+"""The catalogue: namespaces, hashed write tokens and entries (one row per published version), via SQLAlchemy.
+
+SQLite by default (one file next to the blobs); any SQLAlchemy URL (e.g. postgresql+psycopg://...) for a shared
+deployment. A row is committed only after its blob is on disk, so a visible row always has its content.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Namespace(Base):
+    __tablename__ = "hub_namespaces"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(Base):
+    """A write token for one namespace; only its sha256 is kept, so a leaked catalogue leaks no token."""
+
+    __tablename__ = "hub_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(ForeignKey("hub_namespaces.name"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Entry(Base):
+    """One immutable version of a vector or kit. Removed versions stay as tombstones so a version is never reused."""
+
+    __tablename__ = "hub_entries"
+    __table_args__ = (UniqueConstraint("namespace", "name", "version", name="uq_hub_entry_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    v_major: Mapped[int] = mapped_column(Integer)
+    v_minor: Mapped[int] = mapped_column(Integer)
+    v_patch: Mapped[int] = mapped_column(Integer)
+    v_release: Mapped[int] = mapped_column(Integer)  # 1 for a release, 0 for a pre-release (which sorts first)
+    v_pre: Mapped[str] = mapped_column(String(32), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text, default="")
+    base_model: Mapped[str] = mapped_column(String(256), default="", index=True)
+    fingerprint: Mapped[str] = mapped_column(String(128), default="")
+    hidden_size: Mapped[int] = mapped_column(Integer, default=0)
+    n_layers: Mapped[int] = mapped_column(Integer, default=0)
+    max_layer: Mapped[int] = mapped_column(Integer, default=-1)
+    license: Mapped[str] = mapped_column(String(128), default="")
+    author: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[str] = mapped_column(String(64), default="")
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    card_json: Mapped[str] = mapped_column(Text)
+    metrics_json: Mapped[str] = mapped_column(Text, default="{}")
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    public_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    tags: Mapped[list[EntryTag]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+
+
+class EntryTag(Base):
+    __tablename__ = "hub_entry_tags"
+
+    entry_id: Mapped[int] = mapped_column(ForeignKey("hub_entries.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine that tolerates many concurrent writers: WAL and a busy timeout on SQLite, pre-ping elsewhere."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    try:
+        Base.metadata.create_all(engine)
+    except (IntegrityError, ProgrammingError):
+        # Another process created the tables between the existence check and CREATE (PostgreSQL); check again.
+        Base.metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def make_sessions(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,34 @@
+"""Store refusals, each carrying the HTTP status the server answers with."""
+
+from __future__ import annotations
+
+from steerlab.errors import SteerlabError
+
+
+class HubError(SteerlabError):
+    status = 400
+
+
+class Unauthorized(HubError):
+    status = 401
+
+
+class Forbidden(HubError):
+    status = 403
+
+
+class NotFound(HubError):
+    status = 404
+
+
+class Conflict(HubError):
+    status = 409
+
+
+class TooLarge(HubError):
+    status = 413
+
+
+def status_of(exc: Exception) -> int:
+    """Any other SteerlabError is a bad request: the upload or the query was wrong."""
+    return exc.status if isinstance(exc, HubError) else 400

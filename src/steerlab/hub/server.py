@@ -1,0 +1,158 @@
+"""The store over HTTP (FastAPI): public or private reads, token-guarded writes, uploads streamed to a temp file.
+
+Routes (OpenAPI schema at /openapi.json, browsable at /docs):
+  GET    /api/v1/entries                          search / list (q, tag, base_model, kind, namespace, fit)
+  GET    /api/v1/entries/{ns}/{name}              all versions
+  GET    /api/v1/entries/{ns}/{name}/{version}    metadata and card ("latest" for the newest)
+  GET    /api/v1/entries/{ns}/{name}/{version}/content   the bytes
+  POST   /api/v1/entries/{ns}/{name}              upload (body = the file; ?version=, ?kind=, ?tag=, ?description=)
+  DELETE /api/v1/entries/{ns}/{name}/{version}    withdraw a version
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from steerlab.errors import SteerlabError
+from steerlab.hub.entry import Fit
+from steerlab.hub.errors import TooLarge, Unauthorized, status_of
+from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER
+from steerlab.hub.refs import check_name, parse_ref
+from steerlab.hub.store import Access, LocalStore, Publication
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if value and scheme.lower() != "bearer":
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'.")
+    return token.strip() or None
+
+
+def _ref(namespace: str, name: str, version: str | None = None) -> str:
+    check_name(namespace, "namespace")
+    check_name(name, "name")
+    return f"{namespace}/{name}" + (f"@{version}" if version and version != "latest" else "")
+
+
+def create_app(store: LocalStore) -> FastAPI:
+    app = FastAPI(title="steerlab Steer Store", version="1", description="Signed, content-addressed steering vectors.")
+
+    @app.exception_handler(SteerlabError)
+    async def refused(_request: Request, exc: SteerlabError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):
+            # Most often a name with a '/' in it, which makes a different (or no) route match.
+            message = (
+                f"no {request.method} route {request.url.path}: entries are read at {API}/entries/NAMESPACE/NAME"
+                f"[/VERSION] and uploaded with POST to {API}/entries/NAMESPACE/NAME (names hold no '/')."
+            )
+        return JSONResponse({"error": message}, status_code=exc.status_code)
+
+    def access(request: Request) -> Access:
+        return store.access(_bearer(request))
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True}
+
+    @app.get(f"{API}/entries")
+    def search(
+        request: Request,
+        q: str | None = None,
+        tag: str | None = None,
+        base_model: str | None = None,
+        kind: str | None = None,
+        namespace: str | None = None,
+        all_versions: bool = False,
+        fit_hidden_size: int | None = None,
+        fit_n_layers: int | None = None,
+        fit_fingerprint: str = "",
+        fit_name: str = "",
+    ) -> dict[str, Any]:
+        """Latest version of each entry matching every filter given (all versions with all_versions=true)."""
+        fit = None
+        if fit_hidden_size is not None and fit_n_layers is not None:
+            fit = Fit(fit_hidden_size, fit_n_layers, fit_fingerprint, fit_name)
+        found = store.search(q, tag, base_model, kind, fit, namespace, all_versions, access(request))
+        return {"entries": [i.to_dict() for i in found]}
+
+    @app.get(f"{API}/entries/{{namespace}}/{{name}}")
+    def versions(namespace: str, name: str, request: Request) -> dict[str, Any]:
+        return {"versions": [i.to_dict() for i in store.versions(_ref(namespace, name), access(request))]}
+
+    @app.get(f"{API}/entries/{{namespace}}/{{name}}/{{version}}")
+    def show(namespace: str, name: str, version: str, request: Request) -> dict[str, Any]:
+        return store.show(_ref(namespace, name, version), access(request)).to_dict()
+
+    @app.get(f"{API}/entries/{{namespace}}/{{name}}/{{version}}/content")
+    def content(namespace: str, name: str, version: str, request: Request) -> Response:
+        info, data = store.get_bytes(_ref(namespace, name, version), access=access(request))
+        headers = {"x-steerlab-sha256": info.sha256, "x-steerlab-ref": info.ref}
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    @app.post(f"{API}/entries/{{namespace}}/{{name}}", status_code=201)
+    async def upload(
+        namespace: str,
+        name: str,
+        request: Request,
+        version: str | None = None,
+        kind: str = "vector",
+        tag: Annotated[list[str] | None, Query()] = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Body: the vector (.safetensors) or kit (.json) file. Needs `Authorization: Bearer <namespace token>`."""
+        ref = _ref(namespace, name, version)
+        parse_ref(ref)
+        who = await run_in_threadpool(access, request)
+        store.check_write(namespace, who)  # refuse before reading a byte of the body
+        pub = Publication(
+            ref=ref,
+            kind=kind,
+            tags=tag or [],
+            description=description,
+            signature=request.headers.get(SIGNATURE_HEADER),
+            public_key=request.headers.get(PUBLIC_KEY_HEADER),
+        )
+        return (await _receive(store, request, pub, who)).to_dict()
+
+    @app.delete(f"{API}/entries/{{namespace}}/{{name}}/{{version}}")
+    def remove(namespace: str, name: str, version: str, request: Request) -> dict[str, Any]:
+        return store.remove(_ref(namespace, name, version), access(request)).to_dict()
+
+    return app
+
+
+async def _receive(store: LocalStore, request: Request, pub: Publication, who: Access) -> Any:
+    """Stream the body into a temp file (never visible as an entry); publish only once it is whole and valid."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > store.max_bytes:
+        raise TooLarge(f"upload of {declared} bytes is over the limit of {store.max_bytes} bytes.")
+    incoming = store.blobs.open_incoming()
+    try:
+        async for chunk in request.stream():
+            incoming.write(chunk)
+            if incoming.size > store.max_bytes:
+                raise TooLarge(f"upload is over the limit of {store.max_bytes} bytes.")
+        data = incoming.read_back()
+        return await run_in_threadpool(store.publish, data, pub, who, incoming)
+    finally:
+        incoming.discard()  # after a client disconnect or a refusal: the temp file goes, nothing else was written
+
+
+def serve(root: Path, host: str, port: int, catalog_url: str | None = None, max_bytes: int | None = None) -> None:
+    import uvicorn
+
+    options = {"max_bytes": max_bytes} if max_bytes else {}
+    store = LocalStore(root, catalog_url=catalog_url, **options)
+    uvicorn.run(create_app(store), host=host, port=port, log_level="info")

@@ -1,0 +1,450 @@
+"""LocalStore: the catalogue (SQLAlchemy) and the blobs (content-addressed files) under one root folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from steerlab.errors import SteerlabError
+from steerlab.hub import signing
+from steerlab.hub.blobs import BlobStore, Incoming, sha256_hex
+from steerlab.hub.catalog import Entry, EntryTag, Namespace, Token, make_engine, make_sessions
+from steerlab.hub.entry import EntryInfo, Fit
+from steerlab.hub.errors import Conflict, Forbidden, NotFound, Unauthorized
+from steerlab.hub.refs import Ref, Version, check_name, parse_ref
+from steerlab.hub.validate import DEFAULT_MAX_BYTES, Checked, check_upload
+from steerlab.hub.verify import VerifyReport, check_content, verify_store
+
+CONFIG_FILE = "store.json"
+MAX_TAGS = 32
+AUTO_VERSION_TRIES = 20
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who is asking: the store's owner (local file access), or a server client holding a token for one namespace."""
+
+    read_all: bool = False
+    write_all: bool = False
+    namespace: str | None = None
+
+    def can_write(self, namespace: str) -> bool:
+        return self.write_all or self.namespace == namespace
+
+
+OWNER = Access(read_all=True, write_all=True)
+ANONYMOUS = Access()
+
+
+@dataclass
+class Publication:
+    """An upload with what its publisher says about it."""
+
+    ref: str
+    kind: str = "vector"
+    tags: list[str] = field(default_factory=list)
+    description: str | None = None
+    signature: str | None = None
+    public_key: str | None = None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LocalStore:
+    """A store on this machine; the server wraps one. Every read checks the blob's hash and (where signed) signature."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        catalog_url: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        token: str | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.catalog_url = self._catalog_url(catalog_url)
+        self.max_bytes = max_bytes
+        self.blobs = BlobStore(self.root / "blobs")
+        self.engine = make_engine(self.catalog_url)
+        self.sessions = make_sessions(self.engine)
+        # Local file access reads everything; a token given here makes writes behave as they do on a server.
+        self.default_access = OWNER if token is None else Access(read_all=True, namespace=self.access(token).namespace)
+
+    def _catalog_url(self, given: str | None) -> str:
+        """The URL is remembered in store.json, so later opens of this root find the same catalogue."""
+        config = self.root / CONFIG_FILE
+        saved = json.loads(config.read_text())["catalog_url"] if config.exists() else None
+        if given and saved and given != saved:
+            raise SteerlabError(
+                f"store {self.root} already uses catalogue {_redact(saved)}; open it without a catalogue URL "
+                f"or edit {config}."
+            )
+        url = given or saved or f"sqlite:///{self.root / 'catalog.sqlite'}"
+        if not saved:
+            tmp = config.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"catalog_url": url}))
+            tmp.replace(config)
+        return url
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    # ----- namespaces and tokens -----
+    def create_token(self, namespace: str, private: bool | None = None) -> str:
+        """A new write token for `namespace` (created if new); only its hash is kept."""
+        check_name(namespace, "namespace")
+        token = "stl_" + secrets.token_urlsafe(32)
+        self._ensure_namespace(namespace)
+        with self.sessions.begin() as session:
+            row = self._namespace(session, namespace)
+            if private is not None:
+                row.private = private
+            session.add(Token(namespace=namespace, token_hash=hash_token(token)))
+        return token
+
+    def set_private(self, namespace: str, private: bool) -> None:
+        check_name(namespace, "namespace")
+        with self.sessions.begin() as session:
+            self._namespace(session, namespace).private = private
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        """Its own transaction, so two first publishes racing into a new namespace do not fail each other."""
+        try:
+            with self.sessions.begin() as session:
+                self._namespace(session, namespace)
+        except IntegrityError:
+            pass  # created by a concurrent writer a moment ago
+
+    def _namespace(self, session: Any, namespace: str) -> Namespace:
+        row = session.get(Namespace, namespace)
+        if row is None:
+            row = Namespace(name=namespace, private=False)
+            session.add(row)
+            session.flush()
+        return row
+
+    def access(self, token: str | None) -> Access:
+        """The access a bearer token grants; a token that matches nothing is refused outright."""
+        if not token:
+            return ANONYMOUS
+        with self.sessions() as session:
+            row = session.scalars(select(Token).where(Token.token_hash == hash_token(token))).first()
+        if row is None:
+            raise Forbidden("the token is not valid for this store: ask its owner for one (`steerlab hub token NS`).")
+        return Access(namespace=row.namespace)
+
+    def _private_namespaces(self) -> set[str]:
+        with self.sessions() as session:
+            return set(session.scalars(select(Namespace.name).where(Namespace.private.is_(True))))
+
+    def _who(self, access: Access | None) -> Access:
+        return self.default_access if access is None else access
+
+    def _check_read(self, namespace: str, access: Access | None) -> None:
+        access = self._who(access)
+        if access.read_all or access.namespace == namespace or namespace not in self._private_namespaces():
+            return
+        # Same answer as a missing entry: a private namespace's contents are not even confirmed to exist.
+        raise NotFound(f"no entry in namespace {namespace!r} (it is private: pass a token for it).")
+
+    # ----- publishing -----
+    def publish(
+        self, data: bytes, pub: Publication, access: Access | None = None, incoming: Incoming | None = None
+    ) -> EntryInfo:
+        """Validate everything, write the blob, then commit the catalogue row: a crash leaves no visible entry."""
+        ref = parse_ref(pub.ref)
+        self.check_write(ref.namespace, access)
+        checked = check_upload(data, pub.kind, self.max_bytes)
+        digest = incoming.digest if incoming is not None else sha256_hex(data)
+        key_id = _check_signature(pub, checked, digest)
+        tags = _check_tags(pub.tags)
+        if ref.version and self._taken(ref):
+            raise _version_taken(ref)
+        if incoming is not None:
+            incoming.commit(self.blobs)
+        else:
+            self.blobs.put(data)
+        try:
+            info = self._insert(ref, pub, checked, digest, len(data), tags, key_id)
+        except Conflict:
+            if not self._rows(Entry.sha256 == digest):  # lost a race for the version: leave no orphan blob behind
+                self.blobs.delete(digest)
+            raise
+        if not self.blobs.has(digest):  # a concurrent `rm` of identical content removed it between the two steps
+            self.blobs.put(data)
+        return info
+
+    def check_write(self, namespace: str, access: Access | None) -> None:
+        access = self._who(access)
+        if access.can_write(namespace):
+            return
+        if access.namespace is None:
+            raise Unauthorized(f"writing to namespace {namespace!r} needs its token: pass --token (a bearer token).")
+        raise Forbidden(f"this token is for namespace {access.namespace!r}, not {namespace!r}.")
+
+    def _insert(
+        self, ref: Ref, pub: Publication, checked: Checked, digest: str, size: int, tags: list[str], key_id: str | None
+    ) -> EntryInfo:
+        self._ensure_namespace(ref.namespace)
+        for _ in range(AUTO_VERSION_TRIES):
+            version = Version.parse(ref.version) if ref.version else self._next_version(ref)
+            row = _entry_row(ref, version, pub, checked, digest, size, tags, key_id)
+            try:
+                with self.sessions.begin() as session:
+                    session.add(row)
+                return EntryInfo.from_row(row)
+            except IntegrityError as exc:
+                if ref.version:
+                    raise _version_taken(ref) from exc
+        raise Conflict(f"could not pick a free version for {ref.base}: too many concurrent publishes, try again.")
+
+    def _taken(self, ref: Ref) -> bool:
+        with self.sessions() as session:
+            query = select(Entry.id).where(
+                Entry.namespace == ref.namespace, Entry.name == ref.name, Entry.version == ref.version
+            )
+            return session.scalars(query).first() is not None
+
+    def _next_version(self, ref: Ref) -> Version:
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(Entry).where(Entry.namespace == ref.namespace, Entry.name == ref.name)
+            ).all()  # tombstones count: a removed version is never handed out again
+            versions = [Version.parse(r.version) for r in rows]
+        return max(versions, key=Version.sort_key).next_patch() if versions else Version(1, 0, 0)
+
+    # ----- reading -----
+    def _rows(self, *conditions: Any) -> list[Entry]:
+        with self.sessions() as session:
+            query = select(Entry).where(Entry.removed_at.is_(None), *conditions)
+            return list(session.scalars(query).all())
+
+    def _resolve(self, ref_text: str, access: Access | None) -> Entry:
+        ref = parse_ref(ref_text)
+        self._check_read(ref.namespace, access)
+        conditions = [Entry.namespace == ref.namespace, Entry.name == ref.name]
+        if ref.version:
+            conditions.append(Entry.version == ref.version)
+        rows = self._rows(*conditions)
+        if not rows:
+            raise NotFound(f"no entry {ref} in {self}: `steerlab hub search` lists what there is.")
+        return _latest(rows)
+
+    def show(self, ref: str, access: Access | None = None) -> EntryInfo:
+        return EntryInfo.from_row(self._resolve(ref, access))
+
+    def versions(self, base: str, access: Access | None = None) -> list[EntryInfo]:
+        ref = parse_ref(base)
+        self._check_read(ref.namespace, access)
+        rows = self._rows(Entry.namespace == ref.namespace, Entry.name == ref.name)
+        return [EntryInfo.from_row(r) for r in sorted(rows, key=_row_order)]
+
+    def get_bytes(
+        self,
+        ref: str,
+        require_signed: bool = False,
+        trusted_keys: Iterable[str] | None = None,
+        access: Access | None = None,
+    ) -> tuple[EntryInfo, bytes]:
+        """The content, after checking its hash, its card against the catalogue, and its signature."""
+        info = self.show(ref, access)
+        data = self.blobs.read(info.sha256)
+        check_content(info, data, require_signed, trusted_keys)
+        return info, data
+
+    def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
+        from steerlab.hub.content import vector_from_bytes
+
+        info, data = self.get_bytes(ref, require_signed, trusted_keys)
+        _expect_kind(info, "vector")
+        return vector_from_bytes(data, f"{self.root}:{info.ref}")
+
+    def get_kit(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
+        info, data = self.get_bytes(ref, require_signed, trusted_keys)
+        _expect_kind(info, "kit")
+        return json.loads(data)
+
+    def list(
+        self,
+        namespace: str | None = None,
+        kind: str | None = None,
+        all_versions: bool = False,
+        access: Access | None = None,
+    ) -> list[EntryInfo]:
+        return self.search(namespace=namespace, kind=kind, all_versions=all_versions, access=access)
+
+    def search(
+        self,
+        text: str | None = None,
+        tag: str | None = None,
+        base_model: str | None = None,
+        kind: str | None = None,
+        fits: Fit | Any | None = None,
+        namespace: str | None = None,
+        all_versions: bool = False,
+        access: Access | None = None,
+    ) -> list[EntryInfo]:
+        """Latest version of every entry matching all of: text (name, description, tags, model), tag, base model;
+        `fits` (a LoadedModel or Fit) keeps only what that model can load."""
+        conditions = [Entry.namespace == check_name(namespace, "namespace")] if namespace else []
+        if text:
+            pattern = f"%{text}%"
+            tagged = select(EntryTag.entry_id).where(EntryTag.tag.ilike(pattern))
+            conditions.append(
+                or_(
+                    Entry.name.ilike(pattern),
+                    Entry.namespace.ilike(pattern),
+                    Entry.description.ilike(pattern),
+                    Entry.base_model.ilike(pattern),
+                    Entry.id.in_(tagged),
+                )
+            )
+        if tag:
+            conditions.append(Entry.id.in_(select(EntryTag.entry_id).where(EntryTag.tag == tag)))
+        if base_model:
+            conditions.append(Entry.base_model == base_model)
+        if kind:
+            conditions.append(Entry.kind == kind)
+        found = self._visible(self._rows(*conditions), access, all_versions)
+        if fits is not None:
+            fit = fits if isinstance(fits, Fit) else Fit.of(fits)
+            found = [info for info in found if fit.accepts(info)]
+        return found
+
+    def _visible(self, rows: list[Entry], access: Access | None, all_versions: bool) -> list[EntryInfo]:
+        access = self._who(access)
+        private = set() if access.read_all else self._private_namespaces() - {access.namespace}
+        rows = [r for r in rows if r.namespace not in private]
+        if not all_versions:
+            groups: dict[tuple[str, str], list[Entry]] = {}
+            for row in rows:
+                groups.setdefault((row.namespace, row.name), []).append(row)
+            rows = [_latest(group) for group in groups.values()]
+        rows.sort(key=lambda r: (r.namespace, r.name, _row_order(r)))
+        return [EntryInfo.from_row(r) for r in rows]
+
+    # ----- removing and checking -----
+    def remove(self, ref_text: str, access: Access | None = None) -> EntryInfo:
+        """Withdraw one version: it disappears from reads, its version is never reused, its blob goes if unshared."""
+        ref = parse_ref(ref_text)
+        if not ref.version:
+            raise SteerlabError(f"say which version to remove: {ref.base}@VERSION (versions are removed one by one).")
+        self.check_write(ref.namespace, access)
+        with self.sessions.begin() as session:
+            row = session.scalars(
+                select(Entry).where(
+                    Entry.namespace == ref.namespace,
+                    Entry.name == ref.name,
+                    Entry.version == ref.version,
+                    Entry.removed_at.is_(None),
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no entry {ref} to remove.")
+            row.removed_at = datetime.now(UTC)
+            info = EntryInfo.from_row(row)
+        if not self._rows(Entry.sha256 == info.sha256):
+            self.blobs.delete(info.sha256)
+        return info
+
+    def verify(self, clean: bool = False) -> VerifyReport:
+        return verify_store(self, clean)
+
+
+def _row_order(row: Entry) -> tuple[int, int, int, int, str]:
+    return (row.v_major, row.v_minor, row.v_patch, row.v_release, row.v_pre)
+
+
+def _version_taken(ref: Ref) -> Conflict:
+    return Conflict(f"{ref} already exists (or existed): published versions are immutable; publish a new version.")
+
+
+def _latest(rows: list[Entry]) -> Entry:
+    """The newest release; a pre-release only when there is no release (as package managers do)."""
+    releases = [r for r in rows if r.v_release]
+    return max(releases or rows, key=_row_order)
+
+
+def _expect_kind(info: EntryInfo, kind: str) -> None:
+    if info.kind != kind:
+        raise SteerlabError(f"{info.ref} is a {info.kind}, not a {kind}.")
+
+
+def _check_tags(tags: Iterable[str]) -> list[str]:
+    unique = sorted({check_name(t.strip().lower(), "tag") for t in tags if t.strip()})
+    if len(unique) > MAX_TAGS:
+        raise SteerlabError(f"at most {MAX_TAGS} tags per entry; got {len(unique)}.")
+    return unique
+
+
+def _check_signature(pub: Publication, checked: Checked, digest: str) -> str | None:
+    if bool(pub.signature) != bool(pub.public_key):
+        raise SteerlabError("a signature needs its public key and a public key its signature: send both or neither.")
+    if not pub.signature or not pub.public_key:
+        return None
+    signing.verify(pub.public_key, pub.signature, checked.kind, digest, checked.card)
+    return signing.key_id(pub.public_key)
+
+
+def _entry_row(
+    ref: Ref,
+    version: Version,
+    pub: Publication,
+    checked: Checked,
+    digest: str,
+    size: int,
+    tags: list[str],
+    key_id: str | None,
+) -> Entry:
+    return Entry(
+        namespace=ref.namespace,
+        name=ref.name,
+        version=str(version),
+        v_major=version.major,
+        v_minor=version.minor,
+        v_patch=version.patch,
+        v_release=0 if version.pre else 1,
+        v_pre=version.pre,
+        kind=checked.kind,
+        sha256=digest,
+        size=size,
+        description=(pub.description if pub.description is not None else checked.description)[:10_000],
+        base_model=checked.base_model[:256],
+        fingerprint=checked.fingerprint[:128],
+        hidden_size=checked.hidden_size,
+        n_layers=checked.n_layers,
+        max_layer=checked.max_layer,
+        license=checked.license[:128],
+        author=checked.author[:256],
+        created_at=checked.created_at[:64],
+        card_json=json.dumps(checked.card, sort_keys=True),
+        metrics_json=json.dumps(checked.metrics, sort_keys=True),
+        signature=pub.signature or None,
+        public_key=pub.public_key or None,
+        key_id=key_id,
+        tags=[EntryTag(tag=t) for t in tags],
+        published_at=datetime.now(UTC),
+    )
+
+
+def _redact(url: str) -> str:
+    """A catalogue URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, creds = head.partition("://")
+    return f"{scheme}://{creds.split(':')[0]}:***@{tail}"

@@ -1,0 +1,259 @@
+"""What an upload must pass before a byte of it is stored: format, dtypes, shapes, finiteness, size, card schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from steerlab.errors import SteerlabError
+from steerlab.hub.blobs import DIGEST_RE
+from steerlab.vector import CARD_KEY, FORMAT_VERSION, LAYER_CONVENTION, Card
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_KIT_ENTRIES = 256
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+KINDS = ("vector", "kit")
+KIT_MODES = ("add", "ablate", "add_keep_norm")
+KIT_FORMAT = "steerlab.kit"
+KIT_POSITIONS = ("all", "prompt", "generated")
+
+
+class CardSchema(BaseModel):
+    """The card's JSON schema; fields the Card dataclass gains later pass through untyped."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    base_model: str = ""
+    model_fingerprint: str = ""
+    hidden_size: int
+    n_layers: int = 0
+    layer_convention: str = LAYER_CONVENTION
+    site: str = "residual"
+    method: str = ""
+    position: str = ""
+    n_pairs: int = 0
+    dataset_hash: str = ""
+    norms: dict[str, float] = {}
+    diagnostics: dict[str, dict[str, float]] = {}
+    recommended_layers: list[int] = []
+    recommended_scale: float | int = 1.0
+    name: str = ""
+    description: str = ""
+    author: str = ""
+    license: str = ""
+    created_at: str = ""
+    metadata: dict[str, Any] = {}
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass
+class Checked:
+    """What the catalogue indexes about one upload, all taken from its own content."""
+
+    kind: str
+    card: dict[str, Any]
+    base_model: str = ""
+    fingerprint: str = ""
+    hidden_size: int = 0
+    n_layers: int = 0
+    max_layer: int = -1
+    description: str = ""
+    license: str = ""
+    author: str = ""
+    created_at: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def check_upload(data: bytes, kind: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Checked:
+    if kind not in KINDS:
+        raise SteerlabError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}.")
+    if len(data) > max_bytes:
+        raise SteerlabError(f"upload is {len(data)} bytes, over the limit of {max_bytes} bytes.")
+    return check_vector(data) if kind == "vector" else check_kit(data)
+
+
+def _strict_json(text: str | bytes, what: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise SteerlabError(f"{what} contains {constant}; only finite numbers are allowed.")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SteerlabError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def read_header(data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """The safetensors header, parsed by hand so that nothing is allocated from an untrusted length."""
+    if len(data) < 8:
+        raise SteerlabError("not a safetensors file: it is shorter than the 8-byte header length.")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise SteerlabError(f"not a safetensors file: its header claims {length} bytes, more than the file holds.")
+    header = _strict_json(data[8 : 8 + length], "the safetensors header")
+    if not isinstance(header, dict):
+        raise SteerlabError("not a safetensors file: its header is not a JSON object.")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise SteerlabError("the safetensors metadata must map strings to strings.")
+    return header, meta
+
+
+def check_card(card: Any) -> dict[str, Any]:
+    if not isinstance(card, dict):
+        raise SteerlabError("the card must be a JSON object.")
+    try:
+        parsed = CardSchema.model_validate(card)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise SteerlabError(f"the card does not match its schema: {problems}.") from exc
+    unknown = sorted(set(card) - {f.name for f in dataclasses.fields(Card)})
+    if unknown:
+        raise SteerlabError(f"the card has unknown fields {unknown}; remove them or put them under 'metadata'.")
+    if parsed.hidden_size <= 0 or parsed.n_layers < 0:
+        raise SteerlabError("card.hidden_size must be positive and card.n_layers non-negative.")
+    if parsed.layer_convention != LAYER_CONVENTION:
+        convention = parsed.layer_convention
+        raise SteerlabError(f"card.layer_convention is {convention!r}; the store holds {LAYER_CONVENTION!r}.")
+    if parsed.format_version > FORMAT_VERSION:
+        raise SteerlabError(f"card format_version {parsed.format_version} is newer than this steerlab understands.")
+    if not math.isfinite(float(parsed.recommended_scale)):
+        raise SteerlabError("card.recommended_scale must be finite.")
+    return card
+
+
+def check_vector(data: bytes) -> Checked:
+    header, meta = read_header(data)
+    if CARD_KEY not in meta:
+        raise SteerlabError(f"the vector has no card (metadata key {CARD_KEY!r}); save it with steerlab's Vector.save.")
+    card = check_card(_strict_json(meta[CARD_KEY], "the card"))
+    layers = _check_tensor_specs(header, card["hidden_size"], card.get("n_layers", 0))
+    _check_values(data)
+    missing = sorted(set(card.get("recommended_layers", [])) - set(layers))
+    if missing:
+        raise SteerlabError(f"card.recommended_layers {missing} have no direction in the file.")
+    return Checked(
+        kind="vector",
+        card=card,
+        base_model=card.get("base_model", ""),
+        fingerprint=card.get("model_fingerprint", ""),
+        hidden_size=card["hidden_size"],
+        n_layers=card.get("n_layers", 0),
+        max_layer=max(layers),
+        description=card.get("description", ""),
+        license=card.get("license", ""),
+        author=card.get("author", ""),
+        created_at=card.get("created_at", ""),
+        metrics=vector_metrics(card),
+    )
+
+
+def _check_tensor_specs(header: dict[str, Any], hidden: int, n_layers: int) -> list[int]:
+    if not header:
+        raise SteerlabError("the vector holds no tensors; it needs at least one 'layer.N' direction.")
+    layers = []
+    for key, spec in header.items():
+        prefix, _, index = key.partition(".")
+        if prefix != "layer" or not index.isdigit() or not isinstance(spec, dict):
+            raise SteerlabError(f"unexpected tensor {key!r}: a vector holds only 'layer.N' tensors.")
+        if spec.get("dtype") not in FLOAT_DTYPES:
+            raise SteerlabError(f"tensor {key} has dtype {spec.get('dtype')}; use a float dtype (F16, BF16, F32, F64).")
+        if spec.get("shape") != [hidden]:
+            raise SteerlabError(f"tensor {key} has shape {spec.get('shape')}, but the card says hidden size {hidden}.")
+        if n_layers and int(index) >= n_layers:
+            raise SteerlabError(f"tensor {key} is beyond the card's {n_layers} layers.")
+        layers.append(int(index))
+    return layers
+
+
+def _check_values(data: bytes) -> None:
+    import torch
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+    except Exception as exc:  # safetensors raises several unrelated types for a corrupt buffer
+        raise SteerlabError(f"the safetensors file does not parse: {exc}") from exc
+    for key, tensor in tensors.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise SteerlabError(f"tensor {key} contains NaN or infinite values.")
+
+
+def vector_metrics(card: dict[str, Any]) -> dict[str, Any]:
+    """The measured effect for listings: the card's `metadata.effect` if any, else its best extraction diagnostics."""
+    effect = card.get("metadata", {}).get("effect")
+    if isinstance(effect, dict):
+        return effect
+    diagnostics = card.get("diagnostics") or {}
+    if not diagnostics:
+        return {}
+    best = max(diagnostics, key=lambda k: (diagnostics[k].get("accuracy", 0.0), diagnostics[k].get("separation", 0.0)))
+    return {"source": "extraction diagnostics", "best_layer": int(best), **diagnostics[best]}
+
+
+def check_kit(data: bytes) -> Checked:
+    """A kit file (JSON): entries naming vectors, each with a finite scale, known mode and positions."""
+    kit = _strict_json(data, "the kit file")
+    if not isinstance(kit, dict) or not isinstance(kit.get("entries"), list) or not kit["entries"]:
+        raise SteerlabError("a kit file must be a JSON object with a non-empty 'entries' list.")
+    if (
+        kit.get("format", KIT_FORMAT) != KIT_FORMAT
+        or not isinstance(kit.get("version", 1), int)
+        or kit.get("version", 1) > 1
+    ):
+        raise SteerlabError(f"a kit file has format {KIT_FORMAT!r}, version 1 (as steerlab.kitfile.save_kit writes).")
+    if len(kit["entries"]) > MAX_KIT_ENTRIES:
+        raise SteerlabError(f"a kit may hold at most {MAX_KIT_ENTRIES} entries.")
+    for i, entry in enumerate(kit["entries"]):
+        _check_kit_entry(i, entry)
+    card = kit.get("card", {})
+    if not isinstance(card, dict) or not all(isinstance(v, str | int | float | list | dict) for v in card.values()):
+        raise SteerlabError("the kit's 'card' must be a JSON object.")
+    return Checked(
+        kind="kit",
+        card=card,
+        base_model=str(card.get("base_model", "")),
+        description=str(card.get("description", "")),
+        author=str(card.get("author", "")),
+        license=str(card.get("license", "")),
+        created_at=str(card.get("created_at", "")),
+    )
+
+
+def _check_kit_entry(i: int, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise SteerlabError(f"kit entry {i} must be a JSON object.")
+    scale = entry.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float):
+        raise SteerlabError(f"kit entry {i}: scale must be a number.")
+    layers = entry.get("layers")
+    if layers is not None and not (isinstance(layers, list) and all(_is_index(x) for x in layers)):
+        raise SteerlabError(f"kit entry {i}: layers must be a list of block indices (non-negative integers).")
+    digest = entry.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and DIGEST_RE.fullmatch(digest)):
+        raise SteerlabError(f"kit entry {i}: sha256 must be 64 lower-case hex characters.")
+    for key in ("vector", "pairs"):
+        if key in entry and not _safe_relative(entry[key]):
+            raise SteerlabError(f"kit entry {i}: {key} must be a relative path inside the kit's folder (no '..').")
+    if entry.get("mode", "add") not in KIT_MODES:
+        raise SteerlabError(f"kit entry {i}: mode must be one of {', '.join(KIT_MODES)}.")
+    if entry.get("positions", "all") not in KIT_POSITIONS:
+        raise SteerlabError(f"kit entry {i}: positions must be one of {', '.join(KIT_POSITIONS)}.")
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _safe_relative(value: Any) -> bool:
+    if not isinstance(value, str) or not value or "\\" in value or "\x00" in value:
+        return False
+    path = PurePosixPath(value)
+    return not path.is_absolute() and ".." not in path.parts

@@ -1,0 +1,84 @@
+"""Putting it together: a Service from options, run by uvicorn in the foreground or on a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from steerlab.errors import SteerlabError
+from steerlab.models import LoadedModel
+from steerlab.serve.app import create_app
+from steerlab.serve.audit import AuditLog
+from steerlab.serve.batcher import Batcher
+from steerlab.serve.registry import Limits, Registry
+from steerlab.serve.service import ServeConfig, Service
+
+
+def build_service(
+    model: LoadedModel,
+    kits_dir: str | Path | None = None,
+    store: str | None = None,
+    default: str | None = None,
+    limits: Limits | None = None,
+    audit_path: str | Path | None = None,
+    max_batch: int = 16,
+    model_id: str | None = None,
+    default_max_tokens: int = 256,
+    max_tokens_cap: int = 2048,
+) -> Service:
+    registry = Registry(model, kits_dir=kits_dir, store=store, default=default, limits=limits)
+    config = ServeConfig(
+        model_id=model_id or model.name, default_max_tokens=default_max_tokens, max_tokens_cap=max_tokens_cap
+    )
+    return Service(model, registry, Batcher(model, max_batch=max_batch), AuditLog(audit_path), config)
+
+
+def serve(service: Service, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Blocks until interrupted."""
+    service.batcher.start()
+    uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+
+
+class BackgroundServer:
+    """A real HTTP server on loopback, on a free port, on a thread: for tests, benchmarks and notebooks."""
+
+    def __init__(self, service: Service, host: str = "127.0.0.1") -> None:
+        self.service = service
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))
+        self.host, self.port = self._sock.getsockname()[:2]
+        config = uvicorn.Config(create_app(service), log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self.service.batcher.start()
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise SteerlabError(f"the server on {self.url} did not start within {timeout:.0f} s.")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self.service.batcher.close()
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,192 @@
+"""Between HTTP and the batcher: prompts to token ids, one job per choice, events back onto the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerlab.capture import pad_id_of
+from steerlab.models import LoadedModel
+from steerlab.serve.audit import AuditLog
+from steerlab.serve.batcher import Batcher, Event, Job
+from steerlab.serve.errors import ApiError
+from steerlab.serve.protocol import ChatMessage, _Sampling
+from steerlab.serve.registry import Registry, Resolved
+from steerlab.serve.sampling import Sampling
+from steerlab.serve.textstream import TextStream
+
+
+@dataclass
+class ServeConfig:
+    model_id: str
+    default_max_tokens: int = 256
+    max_tokens_cap: int = 2048
+
+
+@dataclass
+class Choice:
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+
+
+@dataclass
+class Run:
+    """One request in flight: its jobs (one per choice) and the queue their events arrive on."""
+
+    id: str
+    resolved: Resolved
+    prompt_tokens: int
+    jobs: list[Job] = field(default_factory=list)
+    queue: asyncio.Queue[tuple[int, Event]] = field(default_factory=asyncio.Queue)
+    choices: list[Choice] = field(default_factory=list)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def cancel(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+
+    async def events(self) -> AsyncIterator[tuple[int, Event]]:
+        """Every event of every choice, until all have finished. An error ends the run with ApiError."""
+        open_choices = len(self.jobs)
+        while open_choices:
+            index, event = await self.queue.get()
+            if event.error is not None:
+                self.cancel()
+                raise ApiError(event.error, status=500, code="generation_failed")
+            choice = self.choices[index]
+            choice.text += event.text
+            choice.completion_tokens = event.completion_tokens
+            if event.finish_reason is not None:
+                choice.finish_reason = event.finish_reason
+                open_choices -= 1
+            yield index, event
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.choices)
+
+    def usage(self) -> dict[str, int]:
+        done = self.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": done,
+            "total_tokens": self.prompt_tokens + done,
+        }
+
+
+class Service:
+    def __init__(
+        self, model: LoadedModel, registry: Registry, batcher: Batcher, audit: AuditLog, config: ServeConfig
+    ) -> None:
+        self.model = model
+        self.registry = registry
+        self.batcher = batcher
+        self.audit = audit
+        self.config = config
+
+    # ----- checks and encoding -----
+    def check_model(self, name: str) -> None:
+        accepted = {"", self.config.model_id, self.model.name}
+        if name not in accepted:
+            raise ApiError(
+                f"model {name!r} is not served here; this server serves {self.config.model_id!r} (see /v1/models).",
+                status=404,
+                code="model_not_found",
+                param="model",
+            )
+
+    def chat_ids(self, messages: list[ChatMessage]) -> list[int]:
+        tok = self.model.tokenizer
+        turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+            return list(tok(str(text), add_special_tokens=False)["input_ids"])
+        return self.text_ids("\n\n".join(t["content"] for t in turns))
+
+    def text_ids(self, prompt: str) -> list[int]:
+        ids = list(self.model.tokenizer(prompt)["input_ids"])
+        if not ids:
+            # An empty prompt still needs one token to condition on: start from the padding/eos token.
+            ids = [pad_id_of(self.model.tokenizer)]
+        return ids
+
+    def max_tokens(self, asked: int | None, prompt_len: int) -> int:
+        limit = self.batcher.context_length
+        if limit is not None and prompt_len >= limit:
+            raise ApiError(
+                f"the prompt has {prompt_len} tokens; this model's context is {limit}. Shorten the prompt.",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        if asked is not None and asked > self.config.max_tokens_cap:
+            raise ApiError(
+                f"max_tokens {asked} is above this server's cap of {self.config.max_tokens_cap}.",
+                code="max_tokens_too_large",
+                param="max_tokens",
+            )
+        return asked or self.config.default_max_tokens
+
+    # ----- running -----
+    def start(self, body: _Sampling, resolved: Resolved, prompts: list[list[int]]) -> Run:
+        """Submit n jobs per prompt; choice k*n + j is prompt k's j-th sample."""
+        loop = asyncio.get_running_loop()
+        run = Run(id=uuid.uuid4().hex[:24], resolved=resolved, prompt_tokens=sum(len(p) for p in prompts))
+        for ids in prompts:
+            limit = self.max_tokens(body.token_limit(), len(ids))
+            for _ in range(body.n):
+                index = len(run.jobs)
+                seed = None if body.seed is None else body.seed + index
+                job = Job(
+                    prompt_ids=ids,
+                    row=resolved.row,
+                    sampling=Sampling(temperature=body.temperature, top_p=body.top_p, seed=seed),
+                    stream=TextStream(self.model.tokenizer, body.stop_list()),
+                    max_tokens=limit,
+                    sink=_sink(loop, run.queue, index),
+                    ignore_eos=body.ignore_eos,
+                )
+                run.jobs.append(job)
+                run.choices.append(Choice(index))
+        for job in run.jobs:
+            self.batcher.submit(job)
+        return run
+
+    def log(
+        self, endpoint: str, body: _Sampling, run: Run | None, status: str, client: str | None, **extra: Any
+    ) -> None:
+        resolved = run.resolved if run is not None else None
+        self.audit.write(
+            {
+                "request_id": run.id if run is not None else None,
+                "endpoint": endpoint,
+                "model": self.config.model_id,
+                "client": client,
+                "user": body.user,
+                "status": status,
+                "kit": resolved.label if resolved is not None else None,
+                "steering_hash": resolved.steering_hash if resolved is not None else None,
+                "vectors": resolved.entries if resolved is not None else [],
+                "n": body.n,
+                "stream": body.stream,
+                "prompt_tokens": run.prompt_tokens if run is not None else 0,
+                "completion_tokens": run.completion_tokens if run is not None else 0,
+                "finish_reasons": [c.finish_reason for c in run.choices] if run is not None else [],
+                **extra,
+            }
+        )
+
+
+def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[int, Event]], index: int) -> Any:
+    def deliver(event: Event) -> None:
+        # Called on the batcher thread; the queue belongs to the event loop, which may have closed meanwhile.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, (index, event))
+
+    return deliver

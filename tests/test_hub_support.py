@@ -1,0 +1,188 @@
+"""Shared pieces of the hub tests: a throwaway PostgreSQL cluster, a catalogue URL per backend, a real uvicorn server.
+
+The hub test modules import these fixtures (as `*_fixture`; pytest knows them by their `name`);
+the tests at the bottom check the fixtures themselves.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from steerlab.hub.store import LocalStore
+from steerlab.vector import Card, Vector
+
+BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_vector(
+    seed: int = 0, hidden: int = 576, n_layers: int = 30, name: str = "test", fingerprint: str = "fp-test"
+) -> Vector:
+    """A random vector with a complete card, shaped like one for the default model."""
+    gen = torch.Generator().manual_seed(seed)
+    directions = {layer: torch.randn(hidden, generator=gen) for layer in range(n_layers)}
+    diagnostics = {layer: {"accuracy": 0.5 + layer / 100, "separation": 1.0, "norm": 1.0} for layer in range(n_layers)}
+    card = Card(
+        base_model=BASE_MODEL,
+        model_fingerprint=fingerprint,
+        hidden_size=hidden,
+        n_layers=n_layers,
+        method="mean_diff",
+        n_pairs=10,
+        diagnostics=diagnostics,
+        recommended_layers=[min(10, n_layers - 1)],
+        name=name,
+        description=f"random test vector {name}",
+        license="MIT",
+        author="tests",
+    )
+    vector = Vector(directions, card)
+    card.norms = vector.norms()
+    return vector
+
+
+def store_state(store: LocalStore) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """Everything visible about a store: its entries (all versions), its blobs, its leftover temp files."""
+    entries = sorted((info.ref, info.sha256) for info in store.list(all_versions=True))
+    return entries, sorted(store.blobs.digests()), [p.name for p in store.blobs.leftovers()]
+
+
+# ----- PostgreSQL: a real server from the Debian binaries, on loopback, for this test session only -----
+def _pg_bindir() -> Path | None:
+    for initdb in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True):
+        return Path(initdb).parent
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # initdb and pg_ctl refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture(scope="session", name="postgres_server")
+def postgres_server_fixture() -> Iterator[str]:
+    bindir = _pg_bindir()
+    if bindir is None:
+        message = "PostgreSQL is not installed (Debian package postgresql; `make postgres` installs it)"
+        if IN_CI:
+            pytest.fail(message + " - under CI the PostgreSQL suite must run")
+        pytest.skip(message)
+    base = Path(tempfile.mkdtemp(prefix="steerlab-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    data, port = base / "data", free_port()
+    subprocess.run(
+        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    start = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60", "-o", options, "start"]
+    subprocess.run(_as_postgres(start), check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        stop = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+        subprocess.run(_as_postgres(stop), capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _fresh_database(server_url: str) -> str:
+    import psycopg
+
+    name = f"hub_{uuid.uuid4().hex[:12]}"
+    plain = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], name="catalog_url")
+def catalog_url_fixture(request: pytest.FixtureRequest) -> str | None:
+    """None means the default (SQLite next to the blobs); otherwise a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    return _fresh_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path: Path, catalog_url: str | None) -> Iterator[LocalStore]:
+    opened = LocalStore(tmp_path / "store", catalog_url=catalog_url)
+    yield opened
+    opened.close()
+
+
+# ----- a real uvicorn server in a thread, on a free loopback port -----
+class ThreadServer:
+    def __init__(self, store: LocalStore) -> None:
+        import uvicorn
+
+        from steerlab.hub.server import create_app
+
+        self.store = store
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(store), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(name="server")
+def server_fixture(store: LocalStore) -> Iterator[ThreadServer]:
+    with ThreadServer(store) as running:
+        yield running
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# ----- the fixtures' own checks -----
+def test_postgres_fixture_is_a_real_server(postgres_server: str) -> None:
+    import psycopg
+
+    url = _fresh_database(postgres_server).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+    assert version and version[0][0].isdigit()
+
+
+def test_catalog_backends_really_differ(store: LocalStore, catalog_url: str | None) -> None:
+    assert store.engine.dialect.name == ("sqlite" if catalog_url is None else "postgresql")

@@ -1,0 +1,114 @@
+"""Upload validation and reference parsing: every bad input is refused with a message that names the problem."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save
+from test_hub_support import make_vector
+
+from steerlab.errors import SteerlabError
+from steerlab.hub.refs import Version, parse_ref
+from steerlab.hub.validate import check_card, check_upload
+from steerlab.vector import CARD_KEY
+
+
+def _file(tensors: dict[str, torch.Tensor], card: dict | str | None) -> bytes:
+    meta = {CARD_KEY: card if isinstance(card, str) else json.dumps(card)} if card is not None else {}
+    return save(tensors, metadata=meta)
+
+
+def _card(**changes: object) -> dict:
+    card = json.loads(make_vector(0, hidden=8, n_layers=4).card.to_json())
+    card.update(changes)
+    return card
+
+
+GOOD = {f"layer.{i}": torch.ones(8) for i in range(4)}
+
+
+def test_a_good_vector_passes() -> None:
+    checked = check_upload(make_vector(0).to_bytes(), "vector")
+    assert checked.hidden_size == 576 and checked.max_layer == 29 and checked.metrics["best_layer"] == 29
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "shorter than the 8-byte"),
+        (b"garbage!garbage", "claims"),
+        (struct.pack("<Q", 4) + b"nope", "not valid JSON"),
+        (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
+        (_file(GOOD, None), "has no card"),
+        (_file({**GOOD, "layer.1": torch.tensor([float("nan")] * 8)}, _card()), "NaN or infinite"),
+        (_file({**GOOD, "layer.2": torch.tensor([float("inf")] * 8)}, _card()), "NaN or infinite"),
+        (_file({**GOOD, "layer.0": torch.ones(9)}, _card()), "shape \\[9\\].*hidden size 8"),
+        (_file({**GOOD, "layer.0": torch.ones(2, 4)}, _card()), "shape"),
+        (_file({**GOOD, "layer.0": torch.ones(8, dtype=torch.int32)}, _card()), "float dtype"),
+        (_file({**GOOD, "weights": torch.ones(8)}, _card()), "unexpected tensor 'weights'"),
+        (_file({**GOOD, "layer.7": torch.ones(8)}, _card()), "beyond the card's 4 layers"),
+        (_file({}, _card()), "no tensors"),
+        (_file(GOOD, _card(hidden_size="8")), "schema.*hidden_size"),
+        (_file(GOOD, _card(norms={"0": "big"})), "schema"),
+        (_file(GOOD, _card(surprise=1)), "unknown fields \\['surprise'\\]"),
+        (_file(GOOD, _card(layer_convention="block_input")), "layer_convention"),
+        (_file(GOOD, _card(recommended_layers=[9])), "recommended_layers \\[9\\]"),
+        (_file(GOOD, _card(format_version=99)), "newer"),
+        (_file(GOOD, json.dumps(_card(recommended_scale=float("nan")))), "finite"),
+        (_file(GOOD, "{not json"), "card is not valid JSON"),
+    ],
+)
+def test_bad_vectors_are_refused(data: bytes, message: str) -> None:
+    with pytest.raises(SteerlabError, match=message):
+        check_upload(data, "vector")
+
+
+def test_size_limit_and_kind() -> None:
+    data = make_vector(0).to_bytes()
+    with pytest.raises(SteerlabError, match="over the limit"):
+        check_upload(data, "vector", max_bytes=len(data) - 1)
+    with pytest.raises(SteerlabError, match="unknown kind"):
+        check_upload(data, "model")
+
+
+def test_card_must_be_an_object() -> None:
+    with pytest.raises(SteerlabError, match="JSON object"):
+        check_card([1, 2])
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "../etc/passwd",
+        "ns/../x",
+        "ns/..",
+        "ns/a/b",
+        "ns\\x/y",
+        "/abs/path",
+        "ns/.hidden",
+        "ns/Upper",
+        "ns/with space",
+        "ns/nul\x00byte",
+        "ns/" + "x" * 65,
+        "ns/name@1.0",
+        "ns/name@v1.0.0",
+        "ns/name@01.0.0",
+        "ns/name@1.0.0@2",
+        "noslash",
+        "ns/émoji",
+    ],
+)
+def test_unsafe_references_are_refused(ref: str) -> None:
+    with pytest.raises(SteerlabError, match="invalid"):
+        parse_ref(ref)
+
+
+def test_references_and_versions() -> None:
+    assert str(parse_ref("starter/happy@1.2.3")) == "starter/happy@1.2.3"
+    assert parse_ref("starter/happy").version is None
+    order = ["0.9.9", "1.0.0-alpha", "1.0.0-rc.1", "1.0.0", "1.0.1", "1.10.0"]
+    assert sorted(order, key=lambda v: Version.parse(v).sort_key()) == order
+    assert str(Version.parse("1.2.3").next_patch()) == "1.2.4"
