@@ -254,17 +254,21 @@ def bench_decode_steps(
     installed and removed outside the timed call, which is what a decode step pays once generation runs.
     """
     plan = compile_plan(model, vector, scale=STEER_SCALE)
-    out = model.hf_model(input_ids=unpadded_batch(model, batch, prompt_len), use_cache=True)
-    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    prompt = unpadded_batch(model, batch, prompt_len)
+    mask = torch.ones_like(prompt)
+    out = model.hf_model(input_ids=prompt, attention_mask=mask, use_cache=True)
+    cache, token = out.cache, out.logits[:, -1:].argmax(-1)
     times: dict[str, list[float]] = {"unsteered": [], "steered": []}
     for pair in range(steps // 2):
         order = ("unsteered", "steered") if pair % 2 == 0 else ("steered", "unsteered")
         for name in order:
+            # The same arguments generate() passes at each step: the new token, the grown mask, the cache.
+            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
             with apply_plan(model, plan) if name == "steered" else nullcontext():
                 start = time.perf_counter()
-                out = model.hf_model(input_ids=token, past_key_values=cache, use_cache=True)
+                out = model.hf_model(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
                 times[name].append(time.perf_counter() - start)
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            cache, token = out.cache, out.logits[:, -1:].argmax(-1)
     overhead = ratio(times["steered"], times["unsteered"])
     extra = statistics.median(times["steered"]) - statistics.median(times["unsteered"])
     return {

@@ -125,7 +125,7 @@ def test_bad_files_get_clear_errors(model, tmp_path: Path) -> None:
         kitfile.load_kit(path)
     with pytest.raises(SteerlabError, match="does not exist"):
         kitfile.load_kit(tmp_path / "nope.json")
-    with pytest.raises(SteerlabError, match="NAME.json"):
+    with pytest.raises(SteerlabError, match=r"NAME\.json"):
         kitfile.save_kit(two_entry_kit(model), tmp_path / "kit.yaml")
 
 

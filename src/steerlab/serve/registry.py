@@ -103,7 +103,7 @@ class Registry:
                 code="unknown_vector",
                 param="steering",
             )
-        return self._cached(path, Vector.load)
+        return self._cached(path, self._load_vector_file)
 
     def kit(self, name: str) -> _LoadedKit:
         path = self._find(name, KIT_SUFFIXES)
@@ -115,7 +115,7 @@ class Registry:
                 code="unknown_kit",
                 param="steering",
             )
-        return self._cached(path, _load_kit_file)
+        return self._cached(path, self._load_kit_file)
 
     def _find(self, name: str, suffixes: tuple[str, ...]) -> Path | None:
         if self.kits_dir is None or Path(name).name != name:
@@ -159,7 +159,10 @@ class Registry:
         if hit is not None and time.monotonic() - hit[0] < STORE_TTL_S:
             return hit[1]
         try:
-            vector = self.store.get_vector(ref)
+            info, data = self.store.get_bytes(ref)  # checked against its hash (and signature) by the store
+            if info.kind != "vector":
+                raise SteerlabError(f"it is a {info.kind}, not a vector")
+            vector = self._remember(Vector._from_parts(*_parse_safetensors(data), f"store:{info.ref}"), info.sha256)
         except SteerlabError as exc:
             raise ApiError(f"store ref {ref!r}: {exc}", status=404, code="unknown_vector", param="steering") from exc
         with self._lock:
@@ -258,14 +261,32 @@ class Registry:
         }
 
     def content_hash(self, vector: Vector) -> str:
+        """sha256 of the bytes the vector was read from (its file or store blob): what an auditor can check."""
         with self._lock:
             hit = self._hashes.get(id(vector))
         if hit is not None and hit[0] is vector:
             return hit[1]
-        digest = vector.content_hash()
+        digest = vector.content_hash()  # made in memory (not read from bytes): hash its serialisation
+        self._remember(vector, digest)
+        return digest
+
+    def _remember(self, vector: Vector, digest: str) -> Vector:
         with self._lock:
             self._hashes[id(vector)] = (vector, digest)  # holding the vector keeps its id from being reused
-        return digest
+        return vector
+
+    def _load_vector_file(self, path: Path) -> Vector:
+        data = path.read_bytes()
+        vector = Vector._from_parts(*_parse_safetensors(data, str(path)), str(path))
+        return self._remember(vector, hashlib.sha256(data).hexdigest())
+
+    def _load_kit_file(self, path: Path) -> _LoadedKit:
+        from steerlab import kitfile
+
+        kit, infos = kitfile.load_kit_with_info(path)  # refuses entries whose file no longer matches its sha256
+        for entry, info in zip(kit.entries, infos, strict=True):
+            self._remember(entry.vector, info.sha256)
+        return _LoadedKit(kit, [info.name for info in infos])
 
     def _plan(self, digest: str, kit: Kit) -> RowPlan:
         with self._lock:
@@ -328,11 +349,16 @@ class Registry:
         }
 
 
-def _load_kit_file(path: Path) -> _LoadedKit:
-    from steerlab import kitfile
+def _parse_safetensors(data: bytes, origin: str = "store") -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors and header metadata from safetensors bytes, read once (so the hash and the vector agree)."""
+    from safetensors.torch import load
 
-    kit, infos = kitfile.load_kit_with_info(path)
-    return _LoadedKit(kit, [info.name for info in infos])
+    try:
+        length = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
+        return load(data), meta
+    except Exception as exc:  # safetensors raises several unrelated types for corrupt data
+        raise SteerlabError(f"{origin} is not a readable safetensors vector: {exc}") from exc
 
 
 def _open_store(location: str) -> Any:

@@ -1,0 +1,71 @@
+"""`make demo`: extract a happy-vs-sad vector on the default model and show the shift it makes, with a number."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from steerlab.extract import extract
+from steerlab.generate import generate
+from steerlab.models import DEFAULT_MODEL, load_model, steerlab_home
+from steerlab.pairs import PairSet
+
+PROMPTS = (
+    "Write two sentences about your morning.",
+    "Describe the weather outside today.",
+    "What do you think about Mondays?",
+)
+SCALES = (-0.6, 0.6)
+LAYERS = list(range(8, 19))
+
+
+def sentiment(texts: list[str]) -> list[float]:
+    """VADER compound score in [-1, 1]: an offline lexicon scorer, independent of the model being steered."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return [analyzer.polarity_scores(t)["compound"] for t in texts]
+
+
+def main() -> None:
+    console = Console()
+    started = time.perf_counter()
+    console.print(f"[bold]steerlab demo[/bold]: loading {DEFAULT_MODEL} (first run converts the GGUF once)...")
+    model = load_model(DEFAULT_MODEL)
+    pair_file = Path(str(resources.files("steerlab") / "data" / "happy_sad.jsonl"))
+    pairs = PairSet.load(pair_file)
+    console.print(f"extracting a happiness-vs-sadness vector from {len(pairs)} pairs ({pair_file.name})...")
+    vector = extract(model, pairs, name="happy-vs-sad", progress=True)
+    out = steerlab_home() / "demo" / "happy_sad.safetensors"
+    vector.save(out)
+    console.print(f"saved {out}; recommended layers {vector.card.recommended_layers}; steering layers "
+                  f"{LAYERS[0]}-{LAYERS[-1]}")
+    steered = vector.select(LAYERS)
+    conditions = [("unsteered", None, 0.0)] + [(f"scale {s:+.1f}", steered, s) for s in SCALES]
+    texts = {name: generate(model, list(PROMPTS), steering=vec, scale=s, max_new_tokens=40)
+             for name, vec, s in conditions}
+    _show(console, texts)
+    means = {name: sum(sentiment(t)) / len(t) for name, t in texts.items()}
+    summary = ", ".join(f"{name}: {value:+.2f}" for name, value in means.items())
+    console.print(f"mean sentiment (VADER compound, -1..+1) - {summary}")
+    console.print(f"done in {time.perf_counter() - started:.0f} s. Try: steerlab generate \"How are you?\" "
+                  f"--vector {out}:0.6@8-18 --compare")
+
+
+def _show(console: Console, texts: dict[str, list[str]]) -> None:
+    for i, prompt in enumerate(PROMPTS):
+        table = Table(title=prompt, show_lines=True, expand=True)
+        table.add_column("condition", no_wrap=True)
+        table.add_column("answer")
+        table.add_column("sentiment", justify="right")
+        for name, answers in texts.items():
+            table.add_row(name, answers[i].strip(), f"{sentiment([answers[i]])[0]:+.2f}")
+        console.print(table)
+
+
+if __name__ == "__main__":
+    main()

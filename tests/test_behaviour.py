@@ -1,0 +1,74 @@
+"""Behaviour on the default model with real data from ../shared/datasets: steering moves what it should."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from steerlab import PairSet, extract, generate, steer
+from steerlab.capture import pad_batch, pad_id_of
+from steerlab.pairs import render_prompt
+
+pytestmark = pytest.mark.slow
+
+NEUTRAL_PROMPTS = [
+    "Write two sentences about your morning.",
+    "Describe the weather outside today.",
+    "What do you think about Mondays?",
+    "Tell me about your neighbourhood.",
+    "How was your weekend?",
+    "Describe the last meal you ate.",
+]
+
+
+def _vader(texts: list[str]) -> float:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return sum(analyzer.polarity_scores(t)["compound"] for t in texts) / len(texts)
+
+
+def test_happy_sad_vector_moves_sentiment_of_held_out_generations(default_model, datasets) -> None:
+    emotions = datasets / "repe" / "emotions"
+    happy = json.loads((emotions / "happiness.json").read_text())[:40]
+    sad = json.loads((emotions / "sadness.json").read_text())[:40]
+    prompt = "Tell me about something that happened to you recently."
+    pairs = PairSet.from_records([{"prompt": prompt, "positive": h, "negative": s} for h, s in zip(happy, sad)])
+    vector = extract(default_model, pairs, layers=range(8, 19), progress=False)
+    scores = {
+        scale: _vader(generate(default_model, NEUTRAL_PROMPTS, steering=vector, scale=scale, max_new_tokens=32))
+        for scale in (-0.6, 0.0, 0.6)
+    }
+    assert scores[0.6] > scores[0.0] > scores[-0.6], scores
+    assert scores[0.6] - scores[-0.6] > 0.3, scores
+
+
+def _p_matching(model, items: list[dict], steering, scale: float) -> float:
+    """Mean P(answer matching the behaviour), normalised over the two answer letters, read after '('."""
+    tok = model.tokenizer
+    letter_ids = {c: tok("(" + c, add_special_tokens=False)["input_ids"][-1] for c in "AB"}
+    texts = [render_prompt(tok, item["question"]) + "(" for item in items]
+    seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    ids, mask, pos, _ = pad_batch(seqs, pad_id_of(tok), "left", model.device)
+    ctx = steer(model, steering, scale=scale) if steering is not None else nullcontext()
+    with torch.inference_mode(), ctx:
+        logits = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+    probs = torch.softmax(logits[:, [letter_ids["A"], letter_ids["B"]]], dim=-1)
+    matching = [0 if "A" in item["answer_matching_behavior"] else 1 for item in items]
+    return float(probs[torch.arange(len(items)), torch.tensor(matching)].mean())
+
+
+CAA_BEHAVIOUR = "sycophancy"
+
+
+def test_caa_vector_moves_p_matching_on_the_ab_test_split(default_model, datasets) -> None:
+    root = datasets / "caa"
+    train = json.loads((root / "generate" / CAA_BEHAVIOUR / "generate_dataset.json").read_text())[:64]
+    test = json.loads((root / "test" / CAA_BEHAVIOUR / "test_dataset_ab.json").read_text())
+    assert not {t["question"] for t in test} & {t["question"] for t in train}, "extraction and test must not overlap"
+    vector = extract(default_model, PairSet.from_records(train), layers=range(8, 16), progress=False)
+    p = {scale: _p_matching(default_model, test, vector if scale else None, scale) for scale in (-1.0, 0.0, 1.0)}
+    assert p[1.0] > p[0.0] > p[-1.0], p

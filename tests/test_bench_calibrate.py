@@ -1,0 +1,83 @@
+"""Calibration on a tiny model: the choice lies inside the grid and respects the fluency budget; LoRA trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import tiny_model
+
+from steerlab.bench.calibrate import calibrate, layer_windows, write_to_card
+from steerlab.bench.data import ABItem
+from steerlab.bench.lora import LoraConfig, train_lora
+from steerlab.bench.scoring import PLAIN, Setting
+from steerlab.bench.tasks import ABTask
+from steerlab.errors import SteerlabError
+from steerlab.vector import Vector
+
+ITEMS = [
+    ABItem(f"Is {i} even?\n(A) yes\n(B) no", "(A)" if i % 2 else "(B)", "(B)" if i % 2 else "(A)") for i in range(6)
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def vector(model):
+    torch.manual_seed(1)
+    return Vector({layer: torch.randn(model.hidden_size) * 3 for layer in range(model.n_layers)})
+
+
+def test_layer_windows_default_model_shape():
+    assert layer_windows(30, 2) == [[10, 11, 12, 13, 14], [15, 16, 17, 18, 19]]
+    assert layer_windows(30, 4) == [list(range(s, s + 5)) for s in (5, 10, 15, 20)]
+    assert all(0 <= la < 4 for w in layer_windows(4, 3) for la in w)
+
+
+def test_calibration_picks_inside_the_grid_within_budget(model, vector):
+    windows, scales = [[1], [2]], (0.5, 1.0, 4.0)
+    cal = calibrate(model, ABTask(), vector, ITEMS, goal=1, windows=windows, scales=scales, n_fluency=2, gen_tokens=4)
+    assert cal.layers in windows and abs(cal.scale) in scales
+    chosen = next(p for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
+    if cal.within_budget:
+        assert chosen.fluency >= cal.fluency_floor
+        assert chosen.effect == max(p.effect for p in cal.grid if p.within_budget)
+    for point in cal.grid:
+        assert point.within_budget == (point.fluency >= cal.base_fluency - 0.1 * abs(cal.base_fluency))
+
+
+def test_negative_goal_gives_negative_scale_and_card_records_it(model, vector, tmp_path):
+    cal = calibrate(model, ABTask(), vector, ITEMS, goal=-1, windows=[[1, 2]], scales=(0.5,), n_fluency=2, gen_tokens=4)
+    assert cal.scale == -0.5
+    write_to_card(vector, cal, "unit")
+    assert vector.card.recommended_layers == [1, 2] and vector.card.recommended_scale == -0.5
+    loaded = Vector.load(vector.save(tmp_path / "v.safetensors"))
+    assert loaded.card.recommended_scale == -0.5 and loaded.card.metadata["calibration"]["task"] == "unit"
+
+
+def test_impossible_budget_is_flagged_and_takes_the_gentlest(model, vector):
+    # A negative budget puts the floor above the unsteered fluency: only a no-op could pass.
+    cal = calibrate(model, ABTask(), vector, ITEMS, 1, [[1]], (0.5, 8.0), budget=-0.5, n_fluency=2, gen_tokens=4)
+    assert not cal.within_budget and cal.scale == 0.5
+    assert len(cal.grid) == 1  # stops at the first scale that breaks the budget
+
+
+def test_calibration_rejects_bad_input(model, vector):
+    with pytest.raises(SteerlabError, match="goal"):
+        calibrate(model, ABTask(), vector, ITEMS, goal=0)
+    with pytest.raises(SteerlabError, match="validation"):
+        calibrate(model, ABTask(), vector, [], goal=1)
+    with pytest.raises(SteerlabError, match="no direction"):
+        calibrate(model, ABTask(), vector.select([1]), ITEMS, 1, windows=[[3]])
+
+
+def test_lora_moves_the_metric_toward_the_goal(model):
+    task = ABTask()
+    train = [ABItem(f"Q{i}?\n(A) a\n(B) b", "(A)", "(B)") for i in range(8)]
+    before = sum(task.evaluate(model, PLAIN, train)["p_match"])
+    result = train_lora(model, task.sft_examples(train, 1), LoraConfig(epochs=4, lr=5e-3, batch_size=4))
+    after = sum(task.evaluate(model, Setting("lora", model=result.model), train)["p_match"])
+    assert after > before and result.train_seconds > 0 and result.losses[-1] < result.losses[0]
+    assert sum(task.evaluate(model, PLAIN, train)["p_match"]) == pytest.approx(before)  # base model untouched
