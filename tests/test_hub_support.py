@@ -81,6 +81,10 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 @pytest.fixture(scope="session", name="postgres_server")
 def postgres_server_fixture() -> Iterator[str]:
+    external = os.environ.get("STEERLAB_TEST_POSTGRES_URL")  # e.g. postgresql+psycopg://postgres@127.0.0.1:5432
+    if external:
+        yield external.rstrip("/")
+        return
     bindir = _pg_bindir()
     if bindir is None:
         message = "PostgreSQL is not installed (Debian package postgresql; `make postgres` installs it)"

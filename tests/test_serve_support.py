@@ -75,7 +75,8 @@ def make_kits_dir(folder: Path, model: LoadedModel, datasets: Path) -> Path:
     kitfile.save_kit(
         kit, folder / "mood.json", vector_files=[folder / "happy.safetensors", folder / "noise.safetensors"]
     )
-    wide = Vector({10: torch.ones(64)}, dataclasses.replace(happy.card, name="wide", hidden_size=64, diagnostics={}))
+    card = dataclasses.replace(happy.card, name="wide", hidden_size=64, diagnostics={}, recommended_layers=[10])
+    wide = Vector({10: torch.ones(64)}, card)
     wide.save(folder / "wide.safetensors")
     return folder
 

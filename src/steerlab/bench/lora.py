@@ -80,7 +80,7 @@ def train_lora(model: LoadedModel, examples: Sequence[Shot], config: LoraConfig 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     merged = tuned.merge_and_unload()
     merged.eval()
     seconds = time.perf_counter() - start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ class RunOptions:
     latency_rounds: int = 3
     conditions: tuple[str, ...] = CONDITIONS
     extract_batch: int = 8
+    log: Callable[[str], None] | None = None  # progress lines (stage and seconds); None = quiet
 
 
 @dataclass
@@ -96,6 +97,11 @@ def check_disjoint(spec: TaskSpec) -> None:
         raise SteerlabError(f"{spec.name}: train/validation/test sizes are {sizes}; each needs at least one item.")
 
 
+def _log(opts: RunOptions, message: str) -> None:
+    if opts.log is not None:
+        opts.log(message)
+
+
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn(*args)
@@ -137,6 +143,7 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
     cal = calibrate(
         base, task, vector, spec.val, spec.goal, windows, opts.scales, opts.budget, opts.n_fluency, opts.gen_tokens
     )
+    _log(opts, f"{spec.name}: extracted {len(pairs)} pairs in {extract_s:.1f} s; calibrated in {cal.seconds:.1f} s")
     write_to_card(vector, cal, spec.name)
     vector.card.description = f"steerlab bench: {spec.name} ({task.kind}), goal {spec.goal:+d}"
     costs: dict[str, Any] = {"extract_s": extract_s, "calibrate_s": cal.seconds, "eval_s": {}}
@@ -147,6 +154,7 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
             result = train_lora(base, examples, opts.lora)
             lora_model = result.model
             costs.update(lora_train_s=result.train_seconds, lora_examples=result.n_examples, lora_loss=result.losses)
+            _log(opts, f"{spec.name}: LoRA trained on {result.n_examples} examples in {result.train_seconds:.1f} s")
     settings, skipped = build_conditions(
         task,
         spec.train,
@@ -165,6 +173,7 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
         scores, seconds = _timed(_evaluate, base, spec, setting, opts)
         by_condition[setting.name] = scores
         costs["eval_s"][setting.name] = seconds
+        _log(opts, f"{spec.name}: {setting.name} evaluated in {seconds:.1f} s")
         rows += [stats.row(spec.name, setting.name, metric, values) for metric, values in scores.items()]
     rows += _sweep(base, spec, opts, vector, cal, by_condition)
     steered = next((s for s in settings if s.name == "steering"), None)

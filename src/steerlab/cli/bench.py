@@ -60,6 +60,7 @@ def bench_cmd(
 
     started = time.perf_counter()
     opts = seed.options(quick)
+    opts.log = console.print
     if scales is not None:
         opts.scales = opts.sweep = _scales(scales) or opts.scales
     opts.budget = budget

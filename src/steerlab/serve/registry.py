@@ -201,6 +201,7 @@ class Registry:
                 layers = item.layers if item.layers is not None else base.layers
                 return KitEntry(base.vector, item.scale, layers, base.positions, base.mode), item.vector
             vector = self.vector(item.vector)
+            self._check_compatible(vector, where)  # before layers: "made for another model" says more
             layers = item.layers if item.layers is not None else (vector.card.recommended_layers or None)
             return KitEntry(vector, item.scale, layers), item.vector
         except ApiError as exc:
@@ -245,10 +246,13 @@ class Registry:
                     code="scale_too_large",
                     param=f"steering[{index}].scale",
                 )
-            try:
-                entry.vector.check_compatible(self.model)
-            except SteerlabError as exc:
-                raise ApiError(str(exc), code="incompatible_vector", param=f"steering[{index}]") from exc
+            self._check_compatible(entry.vector, f"steering[{index}]")
+
+    def _check_compatible(self, vector: Vector, where: str) -> None:
+        try:
+            vector.check_compatible(self.model)
+        except SteerlabError as exc:
+            raise ApiError(str(exc), code="incompatible_vector", param=where) from exc
 
     def _record(self, entry: KitEntry, name: str) -> dict[str, Any]:
         return {

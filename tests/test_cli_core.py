@@ -1,0 +1,92 @@
+"""The core CLI (extract, inspect, generate) end to end on a tiny model saved as a local HF folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny import tiny_model
+from typer.testing import CliRunner
+
+from steerlab import Vector, load_model
+from steerlab.cli.app import app
+from steerlab.cli.common import parse_layers, parse_vector_spec
+from steerlab.errors import SteerlabError
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny = tiny_model("llama")
+    tiny.hf_model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pair_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    rows = [{"prompt": f"tell {i}", "positive": f"great {i}", "negative": f"awful {i}"} for i in range(10)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_load_model_from_local_folder(model_dir) -> None:
+    loaded = load_model(str(model_dir))
+    assert loaded.n_layers == 4 and loaded.hidden_size == 32
+    assert loaded.fingerprint == tiny_model("llama").fingerprint
+
+
+def test_extract_inspect_generate(model_dir, pair_file, tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "v.safetensors"
+    res = runner.invoke(
+        app, ["extract", str(pair_file), "--model", str(model_dir), "--out", str(out), "--layers", "1-2"]
+    )
+    assert res.exit_code == 0, res.output
+    vec = Vector.load(out)
+    assert vec.layers == [1, 2] and vec.card.n_pairs == 10 and vec.card.name == "pairs"
+    res = runner.invoke(app, ["inspect", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "held-out acc" in res.output and "mean_diff" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "generate",
+            "hello",
+            "--model",
+            str(model_dir),
+            "--vector",
+            f"{out}:4.0@1",
+            "--compare",
+            "--max-new-tokens",
+            "6",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "unsteered" in res.output and "steered" in res.output
+
+
+def test_cli_errors_exit_non_zero_with_a_clear_message(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "steerlab", "extract", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "v")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+    assert not (tmp_path / "v").exists()
+
+
+def test_spec_parsing() -> None:
+    assert parse_layers("8-10,12") == [8, 9, 10, 12]
+    assert parse_layers(None) is None
+    assert parse_vector_spec("a/b.safetensors:0.5@3-4") == (Path("a/b.safetensors"), 0.5, [3, 4])
+    assert parse_vector_spec("v.safetensors")[1:] == (1.0, None)
+    assert parse_vector_spec("C:/x/v.safetensors:-2")[1] == -2.0
+    with pytest.raises(SteerlabError, match="cannot read layers"):
+        parse_layers("eight")
