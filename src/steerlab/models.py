@@ -158,6 +158,10 @@ def _alias_cache(alias: str) -> Path:
 def _gguf_cache(path: Path) -> Path:
     if not path.exists():
         raise SteerlabError(f"GGUF file {path} does not exist.")
+    for alias in ALIASES:
+        known = _alias_gguf(alias) if importlib.util.find_spec(ALIASES[alias][0]) else None
+        if known is not None and known.resolve() == path.resolve():
+            return _alias_cache(alias)
     stat = path.stat()
     folder = steerlab_home() / "models" / f"gguf-{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
     if not (folder / "config.json").exists():
