@@ -7,6 +7,7 @@ rounds up as medians with their spread. `bench/run_all.py` discovers the `bench_
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +16,21 @@ from typing import Any
 # A condition either times itself (returns seconds, e.g. a subprocess that excludes its start-up) or returns None
 # and is timed here with the wall clock around the call.
 Condition = Callable[[], float | None]
+
+
+def choose_threads(default: int) -> tuple[int, str]:
+    """Threads for torch, and why: `BENCH_THREADS` if set; 1 on a machine already busier than its cores.
+
+    On two cores under a load of ~12, a decode step measured 2.4-2.9 s with two OpenMP threads and 0.22 s with one:
+    each parallel region waits for a thread the scheduler has parked. Figures taken like that measure the stall.
+    """
+    if os.environ.get("BENCH_THREADS"):
+        return int(os.environ["BENCH_THREADS"]), "BENCH_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > cores and default > 1:
+        return 1, f"load average {load:.1f} on {cores} cores: one thread avoids OpenMP stalls under contention"
+    return default, "torch default"
 
 
 def timed(condition: Condition) -> float:
@@ -56,17 +72,14 @@ def summary(samples: list[float]) -> dict[str, Any]:
 
 
 def ratio(treated: list[float], control: list[float]) -> dict[str, Any]:
-    """treated/control: the ratio of medians (the headline), and the spread of the round-by-round ratios.
-
-    Samples are paired by round (both measured within the same round), so per-round ratios cancel load that
-    changes between rounds; their quartiles say how far one would trust the headline.
-    """
+    """treated/control, from samples paired by round: the median of the per-round ratios (the headline, since
+    each round's two sides share its background load), their quartiles, and the ratio of the plain medians."""
     if len(treated) != len(control) or not treated:
         raise ValueError("ratio() needs the same non-zero number of samples on both sides, paired by round")
     per_round = sorted(t / c for t, c in zip(treated, control, strict=True))
     return {
-        "ratio": statistics.median(treated) / statistics.median(control),
-        "paired_median": statistics.median(per_round),
+        "ratio": statistics.median(per_round),
+        "ratio_of_medians": statistics.median(treated) / statistics.median(control),
         "paired_q1": _quantile(per_round, 0.25),
         "paired_q3": _quantile(per_round, 0.75),
         "paired_min": per_round[0],

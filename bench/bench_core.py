@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bench import interleave, ratio, spread_text, summary
+from bench import choose_threads, interleave, ratio, spread_text, summary
 from bench.refs.client import RefWorker
 from steerlab import PairSet, Vector, extract, generate, load_model, steer
 from steerlab.capture import pad_batch, pad_id_of, tokenize_side
@@ -49,6 +49,7 @@ GEN_PROMPTS = [
     "What is on your mind right now?",
 ]
 COMPARE_LAYERS = [5, 10, 15, 20, 25]
+REFERENCES = {"repeng": "ref_repeng.py", "steering-vectors": "ref_steering_vectors.py"}  # scripts in bench/refs/
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,6 @@ def bench_extraction(model: LoadedModel, settings: Settings) -> dict[str, Any]:
     finally:
         for worker in workers.values():
             worker.close()
-
-
-REFERENCES = {"repeng": "ref_repeng.py", "steering-vectors": "ref_steering_vectors.py"}
 
 
 def _extraction_rounds(
@@ -287,11 +285,14 @@ def bench_decode_steps(
 
 def run(results_dir: Path, quick: bool) -> dict[str, Any]:
     settings = QUICK if quick else FULL
+    threads, why = choose_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
     model = load_model(MODEL)
     extraction = bench_extraction(model, settings)
     vector = extraction.pop("vector").select(STEER_LAYERS)
     details: dict[str, Any] = {
         "settings": asdict(settings),
+        "threads": {"torch_threads": threads, "why": why},
         "model": MODEL,
         "steering": {"layers": STEER_LAYERS, "scale": STEER_SCALE, "norms": vector.norms()},
         "extraction": extraction,
@@ -300,6 +301,7 @@ def run(results_dir: Path, quick: bool) -> dict[str, Any]:
         "generation": {b: bench_generation(model, vector, b, settings) for b in (1, 8)},
     }
     return {
+        "environment": {"torch_threads": threads, "threads_chosen_because": why},
         "title": "Core: steering overhead and extraction cost (SmolLM2-135M, CPU)",
         "headline": headline(details, settings),
         "notes": notes(details),
@@ -325,7 +327,7 @@ def headline(details: dict[str, Any], settings: Settings) -> list[dict[str, Any]
         _overhead_row(
             f"hook cost per decode step, batch {b}",
             steps[b]["overhead"],
-            f"+{steps[b]['extra_us_per_step']:.0f} µs/step over {len(STEER_LAYERS)} layers (the stable figure)",
+            f"{steps[b]['extra_us_per_step']:+.0f} µs/step (medians), {len(STEER_LAYERS)} layers; the stable figure",
         )
         for b in (1, 8)
     ]

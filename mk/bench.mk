@@ -7,13 +7,16 @@ REFS_STAMP := $(REFS_VENV)/.installed
 
 bench-refs: $(REFS_STAMP)
 
+# torch goes first, pinned, so pip takes the CPU build on disk and nothing pulls a CUDA build. A failed install
+# does not stop `make bench`: the error is kept in install-failed.log and the results show it instead of a number.
 $(REFS_STAMP): bench/refs/requirements.txt
-	$(PYTHON) -m venv $(REFS_VENV)
-	$(REFS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	# torch first, pinned, so the CPU build on disk is used and nothing pulls a CUDA build.
-	$(REFS_VENV)/bin/python -m pip install --quiet torch==2.13.0
-	$(REFS_VENV)/bin/python -m pip install --quiet -r bench/refs/requirements.txt
-	touch $(REFS_STAMP)
+	mkdir -p $(REFS_VENV)
+	if { $(PYTHON) -m venv $(REFS_VENV) && \
+	     $(REFS_VENV)/bin/python -m pip install --quiet torch==2.13.0 && \
+	     $(REFS_VENV)/bin/python -m pip install --quiet -r bench/refs/requirements.txt; } 2> $(REFS_VENV)/install.log; \
+	then rm -f $(REFS_VENV)/install-failed.log && touch $(REFS_STAMP); \
+	else mv $(REFS_VENV)/install.log $(REFS_VENV)/install-failed.log; \
+	     echo "bench-refs: install failed; see $(REFS_VENV)/install-failed.log (the results record it)"; fi
 
 bench: bench-refs
 

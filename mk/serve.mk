@@ -11,3 +11,9 @@ chromium:
 	fi
 
 TEST_PREREQS += chromium
+
+# `make serve [SERVE_ARGS="--kits DIR --port 8000"]`: the OpenAI-compatible server with the slider page at /.
+SERVE_ARGS ?=
+.PHONY: serve
+serve: setup
+	$(PY) -m steerlab serve $(SERVE_ARGS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import ARCHS, H, L, MOE_ARCHS, tiny_model
+from tiny import ARCHS, MOE_ARCHS, H, L, tiny_model
 from torch import nn
 
 from steerlab import SteerlabError, wrap_model

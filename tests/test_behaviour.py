@@ -36,7 +36,9 @@ def test_happy_sad_vector_moves_sentiment_of_held_out_generations(default_model,
     happy = json.loads((emotions / "happiness.json").read_text())[:40]
     sad = json.loads((emotions / "sadness.json").read_text())[:40]
     prompt = "Tell me about something that happened to you recently."
-    pairs = PairSet.from_records([{"prompt": prompt, "positive": h, "negative": s} for h, s in zip(happy, sad)])
+    pairs = PairSet.from_records(
+        [{"prompt": prompt, "positive": h, "negative": s} for h, s in zip(happy, sad, strict=True)]
+    )
     vector = extract(default_model, pairs, layers=range(8, 19), progress=False)
     scores = {
         scale: _vader(generate(default_model, NEUTRAL_PROMPTS, steering=vector, scale=scale, max_new_tokens=32))

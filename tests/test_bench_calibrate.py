@@ -81,3 +81,39 @@ def test_lora_moves_the_metric_toward_the_goal(model):
     after = sum(task.evaluate(model, Setting("lora", model=result.model), train)["p_match"])
     assert after > before and result.train_seconds > 0 and result.losses[-1] < result.losses[0]
     assert sum(task.evaluate(model, PLAIN, train)["p_match"]) == pytest.approx(before)  # base model untouched
+
+
+def test_calibrate_cli_writes_the_choice_into_the_card(model, vector, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from steerlab.cli.app import app
+
+    folder = tmp_path / "tiny"
+    model.hf_model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    vector.save(tmp_path / "v.safetensors")
+    records = [
+        {"question": i.question, "answer_matching_behavior": i.matching, "answer_not_matching_behavior": i.not_matching}
+        for i in ITEMS
+    ]
+    (tmp_path / "val.json").write_text(json.dumps(records))
+    args = ["calibrate", str(tmp_path / "v.safetensors"), "--task", "ab", "--eval", str(tmp_path / "val.json")]
+    args += [
+        "--model",
+        str(folder),
+        "--window",
+        "1-2",
+        "--window",
+        "3",
+        "--scales",
+        "0.5,1",
+        "--out",
+        str(tmp_path / "c.st"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    card = Vector.load(tmp_path / "c.st").card
+    assert card.recommended_layers in ([1, 2], [3]) and abs(card.recommended_scale) in (0.5, 1.0)
+    assert card.metadata["calibration"]["n_val"] == len(ITEMS)

@@ -16,13 +16,14 @@ CONDITIONS = {"unsteered", "steering", "prompting", "fewshot", "lora", "steering
 @pytest.mark.slow
 def test_adhoc_ab_bench_writes_results_report_and_calibrated_vector(datasets, tmp_path):
     caa = datasets / "caa"
-    train = json.loads((caa / "generate" / "refusal" / "generate_dataset.json").read_text())[:14]
-    test = json.loads((caa / "test" / "refusal" / "test_dataset_ab.json").read_text())[:6]
+    train = json.loads((caa / "generate" / "refusal" / "generate_dataset.json").read_text())[:8]
+    test = json.loads((caa / "test" / "refusal" / "test_dataset_ab.json").read_text())[:4]
     (tmp_path / "train.json").write_text(json.dumps(train))
     (tmp_path / "test.json").write_text(json.dumps(test))
     out = tmp_path / "out"
     args = ["bench", "--task", "ab", "--pairs", str(tmp_path / "train.json"), "--eval", str(tmp_path / "test.json")]
-    args += ["--out", str(out), "--max-pairs", "8", "--val-size", "4", "--quick", "--scales", "0.5"]
+    args += ["--out", str(out), "--max-pairs", "6", "--val-size", "2", "--quick", "--scales", "0.5"]
+    args += ["--gen-tokens", "6", "--n-fluency", "2"]
     args += ["--instruction", "Decline what you should not do."]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -34,7 +35,7 @@ def test_adhoc_ab_bench_writes_results_report_and_calibrated_vector(datasets, tm
         if r["value"] is not None:
             assert r["ci"][0] <= r["value"] + 1e-9 <= r["ci"][1] + 2e-9
     p_match = {r["condition"]: r for r in rows if r["metric"] == "p_match"}
-    assert all(0.0 <= r["value"] <= 1.0 and r["n"] == 6 for r in p_match.values())
+    assert all(0.0 <= r["value"] <= 1.0 and r["n"] == 4 for r in p_match.values())
     cal = doc["calibration"]
     assert cal["scale"] == 0.5 and len(cal["layers"]) == 5
     vec = Vector.load(out / "train" / "vector.safetensors")

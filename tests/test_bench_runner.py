@@ -98,10 +98,69 @@ def test_interleave_alternates_order_and_counts_rounds() -> None:
 
 def test_ratio_and_summary_statistics() -> None:
     stats = ratio([2.0, 3.0, 4.0], [1.0, 1.0, 2.0])
-    assert stats["ratio"] == pytest.approx(3.0)  # median 3 / median 1
-    assert stats["paired_median"] == pytest.approx(2.0)  # per-round ratios 2, 3, 2
+    assert stats["ratio"] == pytest.approx(2.0)  # per-round ratios 2, 3, 2
+    assert stats["ratio_of_medians"] == pytest.approx(3.0)  # median 3 / median 1
     assert (stats["paired_min"], stats["paired_max"], stats["n"]) == (2.0, 3.0, 3)
     s = summary([4.0, 1.0, 3.0, 2.0])
     assert (s["median"], s["min"], s["max"], s["q1"], s["q3"]) == (2.5, 1.0, 4.0, 1.75, 3.25)
     with pytest.raises(ValueError):
         ratio([1.0], [])
+
+
+TOY_WORKER = """
+import _worker
+
+
+def setup(spec):
+    return {"n": spec["n"]}
+
+
+def train(state):
+    if state["n"] < 0:
+        raise ValueError("negative n")
+    print("library chatter on stdout must not break the protocol")
+    return sum(range(state["n"]))
+
+
+def describe(state, result):
+    return {"total": result, "n_tokens": state["n"], "directions": {}}
+
+
+if __name__ == "__main__":
+    _worker.serve(["pytest"], setup, train, describe)
+"""
+
+
+def _toy_worker(tmp_path: Path, n: int) -> Any:
+    from bench.refs.client import RefWorker
+
+    script = tmp_path / "toy_worker.py"
+    script.write_text(TOY_WORKER)
+    worker = RefWorker("toy", script, {"threads": 1, "n": n}, python=Path(sys.executable))
+    worker.wait_ready()
+    return worker
+
+
+def test_reference_worker_protocol_round_trip(tmp_path: Path) -> None:
+    worker = _toy_worker(tmp_path, 10)
+    try:
+        assert worker.error is None and worker.ready["versions"]["pytest"]
+        assert worker.run() >= 0 and worker.last["total"] == 45
+        assert worker.run() >= 0 and worker.last["total"] == 45  # the loaded worker serves round after round
+    finally:
+        worker.close()
+    assert worker.proc is not None and worker.proc.returncode == 0
+
+
+def test_reference_worker_keeps_the_exact_error(tmp_path: Path) -> None:
+    from bench.refs.client import RefWorker
+
+    worker = _toy_worker(tmp_path, -1)
+    try:
+        with pytest.raises(RuntimeError, match="negative n"):
+            worker.run()
+        assert worker.error == "ValueError: negative n" and "Traceback" in worker.traceback
+    finally:
+        worker.close()
+    missing = RefWorker("gone", "x.py", {}, python=tmp_path / "venv" / "bin" / "python")
+    assert missing.error is not None and "make bench-refs" in missing.error

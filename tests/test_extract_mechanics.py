@@ -12,9 +12,7 @@ from steerlab import PairSet, SteerlabError, extract
 from steerlab.extract import MAX_HELD_OUT, _held_out_indices, recommend_layers
 from steerlab.methods import METHODS
 
-RECORDS = [
-    {"prompt": f"say {i}", "positive": f"yes good {i} fine", "negative": f"no bad {i}"} for i in range(12)
-]
+RECORDS = [{"prompt": f"say {i}", "positive": f"yes good {i} fine", "negative": f"no bad {i}"} for i in range(16)]
 
 
 def _independent_mean_diff(model, pairs: PairSet, layer: int) -> torch.Tensor:
@@ -84,7 +82,7 @@ def test_card_records_provenance_and_diagnostics() -> None:
     vec = extract(model, pairs, progress=False, name="tiny")
     card = vec.card
     assert (card.base_model, card.model_fingerprint, card.hidden_size) == (model.name, model.fingerprint, 32)
-    assert (card.method, card.position, card.n_pairs, card.name) == ("mean_diff", "mean", 12, "tiny")
+    assert (card.method, card.position, card.n_pairs, card.name) == ("mean_diff", "mean", 16, "tiny")
     assert card.dataset_hash == pairs.content_hash()
     assert set(card.diagnostics) == set(range(L))
     for diag in card.diagnostics.values():
@@ -95,7 +93,8 @@ def test_card_records_provenance_and_diagnostics() -> None:
 
 def test_held_out_split_is_bounded() -> None:
     assert len(_held_out_indices(10_000)) == MAX_HELD_OUT
-    assert _held_out_indices(3) == set()
+    assert _held_out_indices(14) == set()
+    assert len(_held_out_indices(15)) == 3
     assert len(_held_out_indices(20)) == 4
 
 
@@ -148,7 +147,8 @@ def test_methods_registry_and_errors() -> None:
         extract(model, pairs, method="magic", progress=False)
     with pytest.raises(SteerlabError, match="not blocks of"):
         extract(model, pairs, layers=[L + 1], progress=False)
-    persona = PairSet.from_records([{"prompt": "hi", "positive_instruction": "be kind", "negative_instruction": "be rude"}])
+    persona_record = {"prompt": "hi", "positive_instruction": "be kind", "negative_instruction": "be rude"}
+    persona = PairSet.from_records([persona_record])
     with pytest.raises(SteerlabError, match="needs a completion"):
         extract(model, persona, position="mean", progress=False)
 

@@ -36,6 +36,9 @@ def test_every_recipe_reads_its_dataset(datasets: Path) -> None:
         assert len(pairs) == 6, recipe.name
         assert all(p.positive != p.negative for p in pairs.pairs), recipe.name
         assert records == recipe.records(datasets, 6, 0), f"{recipe.name}: sampling must be seeded"
+        if "answer_matching_behavior" in records[0]:  # A/B and Yes/No: each answer equally often
+            answers = [r["answer_matching_behavior"].strip() for r in records]
+            assert len(set(answers)) == 2 and answers.count(answers[0]) == 3, recipe.name
 
 
 @pytest.mark.slow

@@ -97,6 +97,8 @@ def test_search_by_text_tag_base_model_and_fit(store: LocalStore) -> None:
     assert refs(store.search("starter", tag="emotion")) == ["starter/happy"]
     assert refs(store.list(namespace="tiny")) == ["tiny/fits", "tiny/other-arch", "tiny/too-deep"]
     assert store.search("no-such-thing") == []
+    assert store.search("%") == [] and store.search("_") == []  # literal text, not SQL wildcards
+    assert refs(store.search("other-arch")) == ["tiny/other-arch"]
 
 
 def test_tokens_are_hashed_and_tied_to_a_namespace(store: LocalStore) -> None:

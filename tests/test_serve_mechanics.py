@@ -254,3 +254,42 @@ def test_registry_default_kit_is_checked_at_start(tmp_path: Path) -> None:
         _registry(tmp_path, default="missing")
     reg = _registry(tmp_path, default="calm")
     assert reg.resolve(None).label == "calm" and reg.resolve([]).kit is None
+
+
+def test_prefill_token_cap_splits_prefills_without_changing_answers() -> None:
+    model = tiny_model("llama")
+    expected = [generate(model, p, max_new_tokens=6, chat=False)[0] for p in PROMPTS]
+    batcher = Batcher(model, max_prefill_tokens=12)
+    sinks = []
+    for prompt in PROMPTS:  # all queued before the engine starts: only the token cap splits them
+        job, sink = _job(model, prompt, None, 6)
+        batcher.submit(job)
+        sinks.append(sink)
+    batcher.start()
+    try:
+        assert all(s.done.wait(60) for s in sinks)
+    finally:
+        batcher.close()
+    assert [s.text for s in sinks] == expected
+    assert batcher.stats.prefills >= 4 and batcher.stats.max_rows >= 2  # split prefills, still one decode batch
+
+
+def test_a_client_leaving_a_stream_frees_its_row(tmp_path: Path) -> None:
+    import httpx
+
+    from steerlab.serve.server import BackgroundServer, build_service
+
+    service = build_service(tiny_model("llama"), audit_path=tmp_path / "audit.jsonl", model_id="tiny")
+    with BackgroundServer(service) as server:
+        body = {"model": "tiny", "prompt": "hi", "max_tokens": 120, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as response:
+            first = next(response.iter_lines())
+            assert first.startswith("data: {")
+        deadline = time.monotonic() + 30
+        while service.batcher.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.batcher.active == 0
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["batcher"]["active"] == 0
+    record = service.audit.read()[-1]
+    assert record["status"] == "cancelled" and record["completion_tokens"] < 120

@@ -140,6 +140,8 @@ def test_sampling_is_seeded_and_n_gives_choices(api) -> None:
         ({"steering": [{"vector": "happy", "scale": "lots"}]}, openai.BadRequestError, "malformed_body"),
         ({"steering": 5}, openai.BadRequestError, "malformed_body"),
         ({"temperature": 7}, openai.BadRequestError, "malformed_body"),
+        ({"logprobs": True}, openai.BadRequestError, "malformed_body"),  # not implemented: refused, not ignored
+        ({"max_tokens": 100_000}, openai.BadRequestError, "max_tokens_too_large"),
     ],
 )
 def test_limits_give_clear_openai_errors(api, body, error, code) -> None:

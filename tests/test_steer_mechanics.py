@@ -152,7 +152,9 @@ def test_padding_positions_are_not_steered() -> None:
                 out = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
             else:
                 with steer(model, vec, layers=[0]):
-                    out = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+                    out = model.hf_model(
+                        input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True
+                    )
         return out.hidden_states[1]
 
     base, steered = block0_output(None), block0_output(_vector())

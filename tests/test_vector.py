@@ -12,8 +12,16 @@ from steerlab.vector import Card
 
 def _vec(seed: int = 0, layers=(3, 4, 5), size: int = 16) -> Vector:
     gen = torch.Generator().manual_seed(seed)
-    card = Card(base_model="m", model_fingerprint="abc", method="mean_diff", n_pairs=7, norms={3: 1.0},
-                diagnostics={3: {"accuracy": 0.9}}, recommended_layers=[3, 4], metadata={"k": [1, 2]})
+    card = Card(
+        base_model="m",
+        model_fingerprint="abc",
+        method="mean_diff",
+        n_pairs=7,
+        norms={3: 1.0},
+        diagnostics={3: {"accuracy": 0.9}},
+        recommended_layers=[3, 4],
+        metadata={"k": [1, 2]},
+    )
     return Vector({la: torch.randn(size, generator=gen) for la in layers}, card)
 
 

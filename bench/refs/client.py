@@ -28,7 +28,7 @@ RUN_TIMEOUT_S = 900.0
 class RefWorker:
     """One reference library in its own process, loaded once, timing its own training call per `run()`."""
 
-    def __init__(self, name: str, script: str, spec: dict[str, Any]) -> None:
+    def __init__(self, name: str, script: str | Path, spec: dict[str, Any], python: Path = REFS_PYTHON) -> None:
         self.name = name
         self.error: str | None = None
         self.ready: dict[str, Any] = {}
@@ -38,14 +38,18 @@ class RefWorker:
         self._buffer = b""
         self._dir = Path(tempfile.mkdtemp(prefix=f"steerlab-bench-{name}-"))
         self._log = self._dir / "stderr.log"
-        if not REFS_PYTHON.exists():
-            self.error = f"{REFS_PYTHON} does not exist: run `make bench-refs` to create the reference environment"
+        failed = python.parents[1] / "install-failed.log"
+        if failed.exists():
+            self.error = f"`make bench-refs` could not install the references: {_tail(failed)}"
+            return
+        if not python.exists():
+            self.error = f"{python} does not exist: run `make bench-refs` to create the reference environment"
             return
         (self._dir / "spec.json").write_text(json.dumps(spec))
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REFS_DIR)}
         with self._log.open("w") as log:
             self.proc = subprocess.Popen(
-                [str(REFS_PYTHON), str(REFS_DIR / script), str(self._dir / "spec.json")],
+                [str(python), str(REFS_DIR / script), str(self._dir / "spec.json")],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -105,11 +109,8 @@ class RefWorker:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode(errors="replace")
 
-    def _stderr_tail(self, chars: int = 1500) -> str:
-        try:
-            return self._log.read_text(errors="replace")[-chars:].strip()
-        except OSError:
-            return "(no stderr)"
+    def _stderr_tail(self) -> str:
+        return _tail(self._log)
 
     def report(self, vector: Vector) -> dict[str, Any]:
         """Versions, load time, tokens read and cosines with steerlab's directions, or the exact error."""
@@ -137,3 +138,13 @@ class RefWorker:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    """The end of a log, where the exact error is; warnings about missing local indexes are left out."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    kept = [line for line in lines if "is ignored: it is neither a file nor a directory" not in line]
+    return "\n".join(kept)[-chars:].strip()

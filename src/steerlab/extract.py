@@ -36,7 +36,8 @@ def _accumulate(target: dict[int, torch.Tensor], layer: int, rows: torch.Tensor)
 
 
 def _held_out_indices(n_pairs: int) -> set[int]:
-    if n_pairs < 4:
+    # Fewer than 3 held-out pairs give no usable spread (separation divides by it): skip diagnostics below 15 pairs.
+    if n_pairs < 3 * HELD_OUT_EVERY:
         return set()
     return set(list(range(HELD_OUT_EVERY - 1, n_pairs, HELD_OUT_EVERY))[:MAX_HELD_OUT]) or {n_pairs - 1}
 
@@ -135,7 +136,7 @@ def _build(
         n_pairs=n,
         dataset_hash=pairs.content_hash(),
         diagnostics=diagnostics,
-        metadata={"pair_kind": pairs.kind, "source": pairs.source},
+        metadata={"pair_kind": pairs.kind, "source": pairs.source, "model_type": model.anatomy.model_type},
     )
     vector = Vector(directions, card)
     card.norms = vector.norms()

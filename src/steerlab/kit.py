@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from steerlab.errors import SteerlabError
 from steerlab.vector import Vector
+
+if TYPE_CHECKING:
+    from steerlab.models import LoadedModel
 
 Mode = Literal["add", "ablate", "add_keep_norm"]
 Positions = Literal["all", "prompt", "generated"]
@@ -68,6 +72,18 @@ class Kit:
         mode: Mode = "add",
     ) -> Kit:
         return cls([KitEntry(vector, scale, layers, positions, mode)], KitCard(name=vector.card.name))
+
+    @classmethod
+    def load(cls, path: str | Path, model: LoadedModel | None = None) -> Kit:
+        """Read a kit file (see steerlab.kitfile): vectors are checked against their recorded hashes."""
+        from steerlab.kitfile import load_kit
+
+        return load_kit(path, model)
+
+    def save(self, path: str | Path) -> Path:
+        from steerlab.kitfile import save_kit
+
+        return save_kit(self, path)
 
     def scaled(self, factor: float) -> Kit:
         entries = [KitEntry(e.vector, e.scale * factor, e.layers, e.positions, e.mode) for e in self.entries]

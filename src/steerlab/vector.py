@@ -170,7 +170,9 @@ class Vector:
     # ----- IO -----
     def to_bytes(self) -> bytes:
         tensors = {f"layer.{k}": v.detach().contiguous().cpu() for k, v in self.directions.items()}
-        return st_save(tensors, metadata={CARD_KEY: self.card.to_json(), "format": "steerlab.vector"})
+        # One metadata key only: safetensors writes metadata from a hash map, so several keys come out in a
+        # random order and the same vector would hash differently from call to call.
+        return st_save(tensors, metadata={CARD_KEY: self.card.to_json()})
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Atomic write: a temp file in the same folder, fsynced, then renamed over the target."""

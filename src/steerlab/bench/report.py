@@ -31,8 +31,14 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
         if found is not None and base is not None:
             effects[condition] = goal * (found["value"] - base["value"])
     lora_effect = effects.get("lora")
+    lora = _primary(task, "lora")
+    # A ratio to a LoRA effect indistinguishable from zero is noise: only report it when LoRA's 95% CI
+    # excludes the unsteered mean.
+    significant = bool(
+        lora and base and lora["ci"][0] is not None and not lora["ci"][0] <= base["value"] <= lora["ci"][1]
+    )
     pct = {
-        m: (100 * effects[m] / lora_effect if lora_effect and abs(lora_effect) > 1e-12 and m in effects else math.nan)
+        m: (100 * effects[m] / lora_effect if significant and lora_effect and m in effects else math.nan)
         for m in METHODS
     }
     fluency = {c: (r or {}).get("value", math.nan) for c in CONDITIONS for r in [_primary(task, c, "fluency_logprob")]}
@@ -45,6 +51,7 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
         "values": {c: r["value"] for c in CONDITIONS for r in [_primary(task, c)] if r is not None},
         "effects": effects,
         "pct_of_lora": pct,
+        "lora_effect_significant": significant,
         "fluency": fluency,
         "latency_overhead_pct": costs.get("latency", {}).get("overhead_pct", math.nan),
         "lora_train_s": costs.get("lora_train_s", math.nan),
@@ -64,8 +71,12 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append(
         f"Model `{meta['model']}`; run time {meta['run_seconds']:.0f} s on {meta['threads']} CPU threads"
         f"{' (quick subset)' if meta.get('quick') else ''}; seed {meta['seed']}; bootstrap 95% CIs "
-        f"over items. Effects are signed by each axis's goal (+ = moved the way the axis wants)."
+        f"over items. Effects are signed by each axis's goal (+ = moved the way the axis wants). "
+        "'n/s': LoRA's effect is not significant (its 95% CI contains the unsteered mean), so no % is given."
     )
+    if not meta.get("complete", True):
+        lines.append("")
+        lines.append("**Partial results: the run was still going (or was stopped) when this was written.**")
     lines += ["", "## Summary (test splits)", ""]
     head = "| axis | metric (goal) | unsteered | steering | prompting | few-shot | steering+prompting | LoRA |"
     head += " steering % of LoRA | prompting % | few-shot % | fluency steered / unsteered | latency overhead |"
@@ -78,7 +89,11 @@ def markdown(doc: dict[str, Any]) -> str:
             + " | ".join(
                 _f(v.get(c)) for c in ("unsteered", "steering", "prompting", "fewshot", "steering+prompting", "lora")
             )
-            + f" | {_f(p['steering'], 0)} | {_f(p['prompting'], 0)} | {_f(p['fewshot'], 0)} | "
+            + " | "
+            + " | ".join(
+                _f(p[m], 0) if s["lora_effect_significant"] else "n/s" for m in ("steering", "prompting", "fewshot")
+            )
+            + " | "
             f"{_f(s['fluency'].get('steering'), 2)} / {_f(s['fluency'].get('unsteered'), 2)} | "
             f"{_f(s['latency_overhead_pct'], 1)}% | {_f(s['lora_train_s'], 1)} | {_f(s['steering_cost_s'], 1)} |"
         )

@@ -33,7 +33,7 @@ class Size:
 
 
 FULL = Size(pairs=64, val=16, test=48, gen_tokens=32)
-QUICK = Size(pairs=24, val=8, test=24, gen_tokens=20)
+QUICK = Size(pairs=16, val=6, test=16, gen_tokens=16)
 
 INSTRUCTIONS = {
     "formality": "Always write in a formal, polished, professional register.",
@@ -127,7 +127,7 @@ def options(quick: bool) -> RunOptions:
             n_windows=1,
             scales=(0.5, 1.0),
             sweep=(1.0,),
-            n_fluency=4,
+            n_fluency=3,
             gen_tokens=QUICK.gen_tokens,
             k_shots=2,
             lora=LoraConfig(epochs=1, batch_size=8),

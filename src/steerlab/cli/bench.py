@@ -47,6 +47,8 @@ def bench_cmd(
     val_size: Annotated[int, typer.Option(help="ad-hoc validation items for calibration")] = 8,
     scales: Annotated[str | None, typer.Option(help="calibration scale magnitudes, e.g. 0.25,0.5,1,2")] = None,
     budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
+    gen_tokens: Annotated[int | None, typer.Option(help="tokens generated per prompt (fluency, classify)")] = None,
+    n_fluency: Annotated[int | None, typer.Option(help="prompts whose generations measure fluency")] = None,
 ) -> None:
     """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
     import torch
@@ -64,6 +66,8 @@ def bench_cmd(
     if scales is not None:
         opts.scales = opts.sweep = _scales(scales) or opts.scales
     opts.budget = budget
+    opts.gen_tokens = gen_tokens or opts.gen_tokens
+    opts.n_fluency = n_fluency or opts.n_fluency
     if suite is not None:
         if suite != "seed":
             raise SteerlabError(f"unknown suite {suite!r}: the only suite is 'seed'.")
@@ -72,24 +76,20 @@ def bench_cmd(
     elif task is not None:
         if pairs is None or eval_path is None:
             raise SteerlabError("an ad-hoc run needs --pairs TRAIN and --eval TEST (and --task).")
-        specs = [adhoc_spec(task, pairs, eval_path, max_pairs, val_size, goal, instruction, scorer)]
+        specs = [adhoc_spec(task, pairs, eval_path, max_pairs, val_size, goal, instruction, scorer, opts.gen_tokens)]
     else:
         raise SteerlabError("say what to run: --suite seed [--quick], or --task KIND --pairs TRAIN --eval TEST.")
     torch.manual_seed(0)
     loaded = load_model(model)
     results = []
+    meta = {"suite": suite or f"ad-hoc {task}", "quick": quick, "model": loaded.name, "seed": 0}
+    meta["threads"] = torch.get_num_threads()
     for spec in specs:
         console.print(f"[bold]{spec.name}[/bold] ({spec.task.kind}): {len(spec.train)} train, {len(spec.test)} test")
         results.append(run_task(loaded, spec, opts, out / spec.name))
-    meta = {
-        "suite": suite or f"ad-hoc {task}",
-        "quick": quick,
-        "model": loaded.name,
-        "seed": 0,
-        "threads": torch.get_num_threads(),
-        "run_seconds": time.perf_counter() - started,
-    }
-    doc = write_all(out, results, meta)
+        # Written after every axis, so a long suite that is stopped still leaves what it measured.
+        meta.update(run_seconds=time.perf_counter() - started, complete=len(results) == len(specs))
+        doc = write_all(out, results, meta)
     for s in doc["summary"]:
         console.print(f"{s['name']}: " + ", ".join(f"{c}={v:.3f}" for c, v in s["values"].items()))
     console.print(f"[green]wrote[/green] {out}/results.json, report.md, report.html ({meta['run_seconds']:.0f} s)")

@@ -91,9 +91,23 @@ def emotion(file: str, feel: str, opposite: str) -> Callable[[Path, int, int], R
     return build
 
 
+def _balanced(rows: Sequence[dict[str, Any]], key: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """Equal numbers of each answer, alternating: otherwise the mean difference learns '(A) vs (B)' or 'Yes vs No'
+    instead of the behaviour, and the every-5th held-out pairs measure that imbalance rather than the behaviour."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row[key]).strip(), []).append(row)
+    shuffled = [_sample(group, len(group), seed) for _, group in sorted(groups.items())]
+    out: list[dict[str, Any]] = []
+    for i in range(max(len(g) for g in shuffled)):
+        out += [g[i] for g in shuffled if i < len(g)]
+    return out[:n]
+
+
 def caa(behavior: str) -> Callable[[Path, int, int], Records]:
     def build(root: Path, n: int, seed: int) -> Records:
-        return _sample(_json(root, f"caa/generate/{behavior}/generate_dataset.json"), n, seed)
+        rows = _json(root, f"caa/generate/{behavior}/generate_dataset.json")
+        return _balanced(rows, "answer_matching_behavior", n, seed)
 
     return build
 
@@ -104,7 +118,7 @@ def persona(file: str) -> Callable[[Path, int, int], Records]:
     def build(root: Path, n: int, seed: int) -> Records:
         rows = _jsonl(root, f"anthropic-evals/persona/{file}.jsonl")
         keep = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
-        return [{k: r[k] for k in keep} for r in _sample(rows, n, seed)]
+        return [{k: r[k] for k in keep} for r in _balanced(rows, "answer_matching_behavior", n, seed)]
 
     return build
 

@@ -302,17 +302,12 @@ class LocalStore:
         `fits` (a LoadedModel or Fit) keeps only what that model can load."""
         conditions = [Entry.namespace == check_name(namespace, "namespace")] if namespace else []
         if text:
-            pattern = f"%{text}%"
-            tagged = select(EntryTag.entry_id).where(EntryTag.tag.ilike(pattern))
-            conditions.append(
-                or_(
-                    Entry.name.ilike(pattern),
-                    Entry.namespace.ilike(pattern),
-                    Entry.description.ilike(pattern),
-                    Entry.base_model.ilike(pattern),
-                    Entry.id.in_(tagged),
-                )
-            )
+            # The user's text is literal: '%' and '_' are escaped, not wildcards.
+            literal = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{literal}%"
+            tagged = select(EntryTag.entry_id).where(EntryTag.tag.ilike(pattern, escape="\\"))
+            columns = (Entry.name, Entry.namespace, Entry.description, Entry.base_model)
+            conditions.append(or_(*(c.ilike(pattern, escape="\\") for c in columns), Entry.id.in_(tagged)))
         if tag:
             conditions.append(Entry.id.in_(select(EntryTag.entry_id).where(EntryTag.tag == tag)))
         if base_model:

@@ -40,7 +40,8 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": service.config.model_id, "batcher": service.batcher.stats.as_dict()}
+        stats = {**service.batcher.stats.as_dict(), "active": service.batcher.active}
+        return {"status": "ok", "model": service.config.model_id, "batcher": stats}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -76,6 +77,9 @@ def _errors(app: FastAPI) -> None:
         problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()]
         param = ".".join(str(p) for p in exc.errors()[0]["loc"][1:]) if exc.errors() else None
         message = "malformed request body: " + "; ".join(problems[:5])
+        if any(e["loc"][1:2] == ("steering",) for e in exc.errors()):
+            message += '. steering is a kit name or a list of {"vector": NAME, "scale": NUMBER, "layers": [INT, ...]}'
+
         return JSONResponse(error_body(message, "invalid_request_error", "malformed_body", param), status_code=400)
 
     @app.exception_handler(HTTPException)

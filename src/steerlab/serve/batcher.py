@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,21 +103,30 @@ class _Running:
 
 
 class Batcher:
-    def __init__(self, model: LoadedModel, max_batch: int = 16) -> None:
-        if max_batch < 1:
-            raise SteerlabError(f"max_batch must be at least 1, not {max_batch}.")
+    def __init__(self, model: LoadedModel, max_batch: int = 16, max_prefill_tokens: int = 8192) -> None:
+        if max_batch < 1 or max_prefill_tokens < 1:
+            raise SteerlabError(
+                f"max_batch and max_prefill_tokens must be at least 1, not {max_batch}, {max_prefill_tokens}."
+            )
         kvcache.check_mergeable(kvcache.new_cache(model.hf_model))
         self.model = model
         self.max_batch = max_batch
+        self.max_prefill_tokens = max_prefill_tokens  # padded prompt tokens per prefill forward (memory bound)
         self.eos_ids = eos_ids_of(model)
         self.context_length = context_length_of(model)
         self.pad_id = pad_id_of(model.tokenizer)
         self.stats = Stats()
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._waiting: deque[Job] = deque()  # taken from the inbox but not yet admitted (the prefill was full)
         self._run = _Running()
         self._fresh: list[Job] = []
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="steerlab-batcher", daemon=True)
+
+    @property
+    def active(self) -> int:
+        """Rows decoding now plus jobs waiting (approximate when read from another thread)."""
+        return len(self._run.rows) + len(self._waiting) + self._inbox.qsize()
 
     # ----- the request side (any thread) -----
     def start(self) -> Batcher:
@@ -133,7 +143,8 @@ class Batcher:
         self._inbox.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._fail([*self._run.rows, *self._drain()], "the server shut down before this request finished.")
+        left = [*self._run.rows, *self._waiting, *self._drain()]
+        self._fail(left, "the server shut down before this request finished.")
 
     # ----- the engine thread -----
     def _loop(self) -> None:
@@ -143,7 +154,7 @@ class Batcher:
                     self._step()
                 except Exception as exc:  # a failed forward must not take the server down: fail its rows only
                     log.exception("batch step failed")
-                    self._fail([*self._run.rows, *self._fresh], f"generation failed: {exc}")
+                    self._fail([*self._run.rows, *self._fresh], f"generation failed: {type(exc).__name__}: {exc}")
                     self._run, self._fresh = _Running(), []
 
     def _step(self) -> None:
@@ -155,21 +166,31 @@ class Batcher:
             self._decode()
 
     def _admit(self) -> list[Job]:
+        """Jobs for the next prefill, first come first served, within max_batch rows and max_prefill_tokens."""
         jobs: list[Job] = []
         while len(self._run.rows) + len(jobs) < self.max_batch:
-            idle = not self._run.rows and not jobs
-            try:
-                job = self._inbox.get(timeout=0.05) if idle else self._inbox.get_nowait()
-            except queue.Empty:
-                break
+            job = self._next_job(idle=not self._run.rows and not jobs)
             if job is None:
                 break
-            if not job.cancelled:
-                jobs.append(job)
+            if job.cancelled:
+                continue
+            width = max(len(j.prompt_ids) for j in [*jobs, job])
+            if jobs and width * (len(jobs) + 1) > self.max_prefill_tokens:
+                self._waiting.appendleft(job)
+                break
+            jobs.append(job)
         return jobs
 
+    def _next_job(self, idle: bool) -> Job | None:
+        if self._waiting:
+            return self._waiting.popleft()
+        try:
+            return self._inbox.get(timeout=0.05) if idle else self._inbox.get_nowait()
+        except queue.Empty:
+            return None
+
     def _drain(self) -> list[Job]:
-        jobs = []
+        jobs: list[Job] = []
         while True:
             try:
                 job = self._inbox.get_nowait()

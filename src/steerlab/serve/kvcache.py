@@ -30,6 +30,11 @@ def check_mergeable(cache: DynamicCache) -> None:
         )
 
 
+def _layers(cache: DynamicCache) -> list[Any]:
+    """The cache's layers (all DynamicLayer once check_mergeable passed), typed loosely: K/V may still be None."""
+    return list(cache.layers)
+
+
 def _left_pad(tensor: torch.Tensor, extra: int) -> torch.Tensor:
     # K/V are [B, heads, T, d]: pad T on the left.
     return tensor if extra == 0 else F.pad(tensor, (0, 0, extra, 0))
@@ -41,7 +46,7 @@ def merge(
     """Rows of `other` appended after the rows of `cache` (mutated and returned), both left-padded to one length."""
     width = max(mask.shape[1], other_mask.shape[1])
     pad_a, pad_b = width - mask.shape[1], width - other_mask.shape[1]
-    for mine, theirs in zip(cache.layers, other.layers, strict=True):
+    for mine, theirs in zip(_layers(cache), _layers(other), strict=True):
         if not mine.is_initialized or not theirs.is_initialized:
             continue
         mine.keys = torch.cat([_left_pad(mine.keys, pad_a), _left_pad(theirs.keys, pad_b)])
@@ -53,7 +58,7 @@ def merge(
 def select_rows(cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> torch.Tensor:
     """Keep only rows `keep` (in that order); then drop columns that are padding in every remaining row."""
     index = torch.tensor(keep, device=mask.device, dtype=torch.long)
-    for layer in cache.layers:
+    for layer in _layers(cache):
         if layer.is_initialized:
             layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))
             layer.values = layer.values.index_select(0, index.to(layer.values.device))
@@ -66,7 +71,7 @@ def trim(cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
     start = int(used[0]) if used.numel() else mask.shape[1]
     if start == 0:
         return mask
-    for layer in cache.layers:
+    for layer in _layers(cache):
         if layer.is_initialized:
             layer.keys = layer.keys[:, :, start:]
             layer.values = layer.values[:, :, start:]

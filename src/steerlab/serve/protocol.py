@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class SteeringItem(BaseModel):
@@ -25,10 +25,14 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class _Sampling(BaseModel):
-    """Fields shared by both endpoints. Unknown OpenAI fields (frequency_penalty, ...) are accepted and ignored."""
+# OpenAI features this server does not implement: asking for them is an error, not a silent no-op.
+UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "functions", "tool_choice", "response_format", "echo", "suffix")
 
-    model_config = ConfigDict(extra="ignore")
+
+class _Sampling(BaseModel):
+    """Fields shared by both endpoints. Other OpenAI fields (frequency_penalty, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str = ""
     max_tokens: int | None = Field(default=None, ge=1)
@@ -53,6 +57,13 @@ class _Sampling(BaseModel):
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop takes up to 4 non-empty strings")
         return stops
+
+    @model_validator(mode="after")
+    def _supported(self) -> _Sampling:
+        asked = [name for name in UNSUPPORTED if (self.model_extra or {}).get(name) not in (None, False, 0, [], {})]
+        if asked:
+            raise ValueError(f"{', '.join(asked)} not supported by this server; leave them out")
+        return self
 
     def stop_list(self) -> list[str]:
         return list(self.stop or [])

@@ -27,6 +27,7 @@ def build_service(
     limits: Limits | None = None,
     audit_path: str | Path | None = None,
     max_batch: int = 16,
+    max_prefill_tokens: int = 8192,
     model_id: str | None = None,
     default_max_tokens: int = 256,
     max_tokens_cap: int = 2048,
@@ -35,7 +36,8 @@ def build_service(
     config = ServeConfig(
         model_id=model_id or model.name, default_max_tokens=default_max_tokens, max_tokens_cap=max_tokens_cap
     )
-    return Service(model, registry, Batcher(model, max_batch=max_batch), AuditLog(audit_path), config)
+    batcher = Batcher(model, max_batch=max_batch, max_prefill_tokens=max_prefill_tokens)
+    return Service(model, registry, batcher, AuditLog(audit_path), config)
 
 
 def serve(service: Service, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -1,0 +1,8 @@
+# Evaluation bench (issue 3): the seed suite, steering vs prompting vs few-shot vs LoRA on the shared datasets.
+.PHONY: bench-seed bench-seed-quick
+
+bench-seed-quick: setup
+	$(VENV)/bin/steerlab bench --suite seed --quick --out bench/results/seed-quick
+
+bench-seed: setup
+	$(VENV)/bin/steerlab bench --suite seed --out bench/results/seed

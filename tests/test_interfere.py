@@ -1,0 +1,231 @@
+"""Interference: geometry and Gram-Schmidt, the measurement's mechanics (tiny model, CLI), and a 5-axis kit built from
+the shared datasets on the default model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_model
+from typer.testing import CliRunner
+
+from steerlab import kitfile
+from steerlab.cli.app import app
+from steerlab.errors import SteerlabError
+from steerlab.extract import extract
+from steerlab.interfere import cosine_by_layer, cosine_matrix, measure_interference, orthogonalize_kit
+from steerlab.kit import Kit, KitEntry
+from steerlab.pairs import PairSet
+from steerlab.vector import Card, Vector
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model("llama")
+
+
+def rand_vector(model, seed: int, layers=(1, 2, 3), norm: float = 4.0, name: str = "") -> Vector:
+    gen = torch.Generator().manual_seed(seed)
+    directions = {}
+    for la in layers:
+        d = torch.randn(model.hidden_size, generator=gen)
+        directions[la] = d / d.norm() * norm
+    card = Card(base_model=model.name, model_fingerprint=model.fingerprint, n_layers=model.n_layers, name=name)
+    return Vector(directions, card)
+
+
+def tiny_pairs(seed: int) -> PairSet:
+    words = ["good day", "bad day", "calm sea", "rough sea", "warm sun", "cold rain", "kind word", "harsh word"]
+    rows = [
+        {"prompt": f"say {i}", "positive": words[(i + seed) % 8], "negative": words[(i + seed + 1) % 8]}
+        for i in range(6)
+    ]
+    return PairSet.from_records(rows, f"tiny-{seed}")
+
+
+# ----- geometry -----
+def test_cosines_and_gram_schmidt(tiny) -> None:
+    a = rand_vector(tiny, 1, name="a")
+    b = a * 0.5 + rand_vector(tiny, 2)  # correlated with a
+    c = rand_vector(tiny, 3, layers=(3,), name="c")
+    kit = Kit([KitEntry(a, 0.5, [1, 2, 3]), KitEntry(b, -1.0, [2, 3]), KitEntry(c, 2.0)])
+    matrix = cosine_matrix(kit)
+    assert matrix[0][0] == 1.0 and matrix[0][1] == matrix[1][0]
+    per_layer = cosine_by_layer(kit.entries[0], kit.entries[1])
+    assert sorted(per_layer) == [2, 3]  # only layers both entries steer
+    expected = float(torch.nn.functional.cosine_similarity(a.directions[2], b.directions[2], dim=0))
+    assert per_layer[2] == pytest.approx(expected, abs=1e-6)
+    assert matrix[0][1] > 0.3
+    disjoint = Kit([KitEntry(a, 1.0, [1]), KitEntry(c, 1.0)])
+    assert math.isnan(cosine_matrix(disjoint)[0][1])
+    ortho = orthogonalize_kit(kit)
+    assert torch.equal(ortho.entries[0].vector.directions[1], a.directions[1])  # the first entry is kept as is
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        for value in cosine_by_layer(ortho.entries[i], ortho.entries[j]).values():
+            assert abs(value) < 1e-5
+    assert [(e.scale, e.layers) for e in ortho.entries] == [(e.scale, e.layers) for e in kit.entries]
+    assert ortho.entries[1].vector.card.name == b.card.name
+
+
+# ----- the measurement on a tiny model -----
+def test_measurement_mechanics_and_outputs(tiny, tmp_path: Path) -> None:
+    kit = Kit([KitEntry(rand_vector(tiny, s, name=f"axis{s}"), 1.5, [1, 2]) for s in (1, 2, 3)])
+    pairs = [tiny_pairs(s) for s in (1, 2, 3)]
+    report = measure_interference(tiny, kit, pairs, prompts=["hello", "the sea"], max_new_tokens=6, max_pairs=4)
+    n = 3
+    assert report.names == ["axis1", "axis2", "axis3"]
+    assert len(report.cross_effect) == n and all(len(row) == n for row in report.cross_effect)
+    assert all(h.read_layer in (1, 2) and h.n_pairs == 4 for h in report.held_out.values())
+    assert not math.isnan(report.fluency_unsteered) and report.fluency_unsteered < 0
+    assert 0 <= report.max_axes <= n and len(report.max_axes_set) == report.max_axes
+    assert report.search == "exhaustive" and report.combos
+    chosen = [c for c in report.combos if sorted(c.axes) == sorted(report.max_axes_set)]
+    if report.max_axes:
+        assert chosen and chosen[0].ok
+    # every combination larger than the answer that was tried failed
+    assert all(not c.ok for c in report.combos if len(c.axes) > report.max_axes)
+    assert set(report.samples) >= {"unsteered", "axis1", "axis2", "axis3"}
+    data = json.loads(report.save_json(tmp_path / "r.json").read_text())
+    assert data["names"] == report.names and len(data["cosine"]) == n
+    png = report.save_png(tmp_path / "r.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_zero_scale_axes_move_nothing(tiny) -> None:
+    kit = Kit([KitEntry(rand_vector(tiny, s), 0.0, [1, 2]) for s in (4, 5)])
+    report = measure_interference(tiny, kit, [tiny_pairs(1), tiny_pairs(2)], prompts=["hello"], max_new_tokens=5)
+    assert all(v == 0.0 for row in report.cross_effect for v in row)
+    assert report.effective == [] and report.max_axes == 0
+
+
+def test_bad_input_is_named(tiny) -> None:
+    kit = Kit([KitEntry(rand_vector(tiny, 1, name="a"), 1.0), KitEntry(rand_vector(tiny, 2, name="b"), 1.0)])
+    with pytest.raises(SteerlabError, match=r"no held-out pairs for axes \['b'\]"):
+        measure_interference(tiny, kit, {"a": tiny_pairs(1)})
+    with pytest.raises(SteerlabError, match="at least two"):
+        measure_interference(tiny, Kit(kit.entries[:1]), [tiny_pairs(1)])
+    other = tiny_model("qwen2")
+    with pytest.raises(SteerlabError, match="axis a"):
+        measure_interference(other, kit, [tiny_pairs(1), tiny_pairs(2)])
+
+
+def test_cli_interfere_writes_json_png_and_orthogonal_kit(tiny, tmp_path: Path) -> None:
+    folder = tmp_path / "tiny-model"
+    tiny.hf_model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    for s in (1, 2):
+        rand_vector(tiny, s, name=f"v{s}").save(tmp_path / f"v{s}.safetensors")
+        rows = [{"prompt": f"say {i}", "positive": "good day", "negative": "bad night"} for i in range(4)]
+        (tmp_path / f"p{s}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    runner = CliRunner(env={"COLUMNS": "200"})
+    made = runner.invoke(
+        app,
+        [
+            *("kit", "new", "duo", "--out", str(tmp_path / "duo.json"), "--pairs", f"v1={tmp_path}/p1.jsonl"),
+            *("--vector", f"{tmp_path}/v1.safetensors:1.0@1-2", "--vector", f"{tmp_path}/v2.safetensors:1.0@2-3"),
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    args = ["interfere", str(tmp_path / "duo.json"), "--model", str(folder), "--prompt", "hi", "--max-new-tokens", "4"]
+    out = [
+        "--json",
+        str(tmp_path / "r.json"),
+        "--png",
+        str(tmp_path / "r.png"),
+        "--orthogonalize",
+        str(tmp_path / "duo-ortho.json"),
+    ]
+    missing = runner.invoke(app, args)
+    assert missing.exit_code != 0 and "v2" in str(missing.exception)  # v2's pairs are neither recorded nor given
+    result = runner.invoke(app, [*args, "--pairs", f"v2={tmp_path}/p2.jsonl", *out])
+    assert result.exit_code == 0, result.output
+    assert "max axes" in result.output and "cross-effect" in result.output
+    assert json.loads((tmp_path / "r.json").read_text())["names"] == ["v1", "v2"]
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    ortho, infos = kitfile.load_kit_with_info(tmp_path / "duo-ortho.json")
+    assert [i.name for i in infos] == ["v1", "v2"] and infos[1].pairs == (tmp_path / "p2.jsonl").resolve()
+    assert abs(cosine_by_layer(ortho.entries[0], ortho.entries[1])[2]) < 1e-5
+
+
+# ----- a five-axis kit from the shared datasets, on the default model -----
+N_TRAIN, N_HELD = 16, 8
+EXTRACT_LAYERS = list(range(8, 17))
+STEER_LAYERS = list(range(10, 15))
+
+
+def _json(path: Path) -> list:  # type: ignore[type-arg]
+    return json.loads(path.read_text())
+
+
+def axis_records(datasets: Path) -> dict[str, list[dict]]:  # type: ignore[type-arg]
+    """happiness vs sadness (RepE), sycophancy and refusal (CAA), formality (Pavlick), agreeableness (persona)."""
+    happy = _json(datasets / "repe/emotions/happiness.json")
+    sad = _json(datasets / "repe/emotions/sadness.json")
+    with (datasets / "formality-pavlick/train.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    formal = [r["text"] for r in rows if float(r["label"]) >= 0.75]
+    informal = [r["text"] for r in rows if float(r["label"]) <= 0.25]
+    persona = (datasets / "anthropic-evals/persona/agreeableness.jsonl").read_text().splitlines()
+    story = "Tell me about something that happened to you."
+    return {
+        "happy": [{"prompt": story, "positive": h, "negative": s} for h, s in zip(happy, sad, strict=False)],
+        "sycophancy": _json(datasets / "caa/generate/sycophancy/generate_dataset.json"),
+        "refusal": _json(datasets / "caa/generate/refusal/generate_dataset.json"),
+        "formal": [
+            {"prompt": "Write a sentence.", "positive": f, "negative": i}
+            for f, i in zip(formal, informal, strict=False)
+        ],
+        "agreeable": [json.loads(line) for line in persona if line.strip()],
+    }
+
+
+# Raw mean-difference norms differ ~10x between axes (about 13, 5, 28, 25 and 4 at block 10), so scales differ too.
+SCALES = {"happy": 0.5, "sycophancy": 1.2, "refusal": 0.22, "formal": 0.2, "agreeable": 1.6}
+
+
+@pytest.mark.slow
+def test_five_axis_kit_on_the_default_model(default_model, datasets, tmp_path: Path) -> None:
+    records = axis_records(datasets)
+    entries, held = [], {}
+    for name, rows in records.items():
+        train = PairSet.from_records(rows[:N_TRAIN], name)
+        vector = extract(default_model, train, layers=EXTRACT_LAYERS, progress=False, name=name)
+        entries.append(KitEntry(vector, SCALES[name], STEER_LAYERS))
+        held[name] = PairSet.from_records(rows[N_TRAIN : N_TRAIN + N_HELD], name)
+    kit = Kit(entries)
+    path = kitfile.save_kit(kit, tmp_path / "persona.json")
+    kit = kitfile.load_kit(path, default_model)
+    report = measure_interference(
+        default_model, kit, held, prompts_per_axis=1, max_new_tokens=12, max_pairs=N_HELD, batch_size=32, max_subsets=8
+    )
+    names = list(records)
+    assert report.names == names
+    # geometry: real cosines, and none left after Gram-Schmidt
+    assert all(-1.0 <= report.cosine[i][j] <= 1.0 for i in range(5) for j in range(5))
+    assert all(abs(report.cosine_orthogonalized[i][j]) < 1e-4 for i in range(5) for j in range(5) if i != j)
+    # the completion-pair directions separate their held-out pairs (the A/B ones are weaker with 16 pairs)
+    assert report.held_out["happy"].accuracy >= 0.8 and report.held_out["formal"].accuracy >= 0.8
+    # steering the happy axis makes the generated text read happier, and more than any other axis does
+    assert report.cross_effect[0][0] > 0
+    assert report.cross_effect[0][0] > max(report.cross_effect[i][0] for i in range(1, 5))
+    assert report.search == "greedy" and 0 <= report.max_axes <= 5 and len(report.combos) >= 1
+    for combo in report.combos:
+        if len(combo.axes) > report.max_axes:
+            assert not combo.ok
+    saved = json.loads(report.save_json(tmp_path / "interference.json").read_text())
+    assert saved["max_axes"] == report.max_axes
+    assert report.save_png(tmp_path / "interference.png").stat().st_size > 10_000
+
+
+def test_greedy_search_when_combinations_are_too_many(tiny) -> None:
+    kit = Kit([KitEntry(rand_vector(tiny, s, name=f"g{s}"), 1.5, [1, 2]) for s in (1, 2, 3)])
+    pairs = [tiny_pairs(s) for s in (1, 2, 3)]
+    report = measure_interference(tiny, kit, pairs, prompts=["hello"], max_new_tokens=4, max_subsets=0)
+    assert report.search == "greedy"
+    sizes = [len(c.axes) for c in report.combos]
+    assert sizes == sorted(sizes, reverse=True)  # it only ever drops axes
+    assert all(not c.ok for c in report.combos if len(c.axes) > report.max_axes)

@@ -1,0 +1,79 @@
+"""`steerlab serve` as a user runs it: a subprocess on a free loopback port, a tiny model folder, a kits folder."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from tiny import tiny_model
+
+from steerlab import Card, Vector
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cli_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = tiny_model("llama")
+    model.hf_model.save_pretrained(root / "tiny-llama")
+    model.tokenizer.save_pretrained(root / "tiny-llama")
+    kits = root / "kits"
+    gen = torch.Generator().manual_seed(0)
+    Vector({i: torch.randn(32, generator=gen) for i in range(4)}, Card(name="rnd", recommended_scale=0.5)).save(
+        kits / "rnd.safetensors"
+    )
+    port, audit = _free_port(), root / "audit.jsonl"
+    command = [sys.executable, "-m", "steerlab", "serve", "--model", str(root / "tiny-llama"), "--kits", str(kits)]
+    command += ["--port", str(port), "--audit-log", str(audit), "--max-scale", "2", "--max-batch", "4"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(proc, url)
+        yield url, audit
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_up(proc: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"steerlab serve exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    pytest.fail("steerlab serve did not answer /health within 300 s")
+
+
+def test_cli_serves_the_api_the_page_and_its_limits(cli_server) -> None:
+    url, audit = cli_server
+    assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["tiny-llama"]
+    body = {"model": "tiny-llama", "prompt": "hello", "max_tokens": 4, "temperature": 0}
+    ok = httpx.post(f"{url}/v1/completions", json={**body, "steering": [{"vector": "rnd", "scale": 1.5}]}, timeout=120)
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] <= 4
+    capped = httpx.post(f"{url}/v1/completions", json={**body, "steering": [{"vector": "rnd", "scale": 2.5}]})
+    assert capped.status_code == 400 and capped.json()["error"]["code"] == "scale_too_large"  # --max-scale 2
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert httpx.get(f"{url}/static/app.js").status_code == 200
+    records = [json.loads(line) for line in Path(audit).read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok", "rejected"] and records[0]["vectors"][0]["scale"] == 1.5
