@@ -14,13 +14,14 @@ from steerlab.pairs import render_prompt
 
 pytestmark = pytest.mark.slow
 
+# Everyday prompts with room to move both ways: the unsteered model answers them neither glowing nor gloomy.
 NEUTRAL_PROMPTS = [
-    "Write two sentences about your morning.",
-    "Describe the weather outside today.",
-    "What do you think about Mondays?",
-    "Tell me about your neighbourhood.",
-    "How was your weekend?",
-    "Describe the last meal you ate.",
+    "Describe your commute to work this morning.",
+    "Write about a Tuesday afternoon at the office.",
+    "Tell me about the last time you waited in a long line.",
+    "What happened when your phone battery died?",
+    "Describe the sound of rain on the window.",
+    "Write a note about the leftovers in the fridge.",
 ]
 
 
@@ -41,11 +42,11 @@ def test_happy_sad_vector_moves_sentiment_of_held_out_generations(default_model,
     )
     vector = extract(default_model, pairs, layers=range(8, 19), progress=False)
     scores = {
-        scale: _vader(generate(default_model, NEUTRAL_PROMPTS, steering=vector, scale=scale, max_new_tokens=32))
-        for scale in (-0.6, 0.0, 0.6)
+        scale: _vader(generate(default_model, NEUTRAL_PROMPTS, steering=vector, scale=scale, max_new_tokens=24))
+        for scale in (-0.8, 0.0, 0.8)
     }
-    assert scores[0.6] > scores[0.0] > scores[-0.6], scores
-    assert scores[0.6] - scores[-0.6] > 0.3, scores
+    assert scores[0.8] > scores[0.0] > scores[-0.8], scores
+    assert scores[0.8] - scores[-0.8] > 0.3, scores
 
 
 def _p_matching(model, items: list[dict], steering, scale: float) -> float:

@@ -15,11 +15,11 @@ from steerlab.models import DEFAULT_MODEL, load_model, steerlab_home
 from steerlab.pairs import PairSet
 
 PROMPTS = (
-    "Write two sentences about your morning.",
-    "Describe the weather outside today.",
-    "What do you think about Mondays?",
+    "Describe your commute to work this morning.",
+    "Write about a Tuesday afternoon at the office.",
+    "What happened when your phone battery died?",
 )
-SCALES = (-0.6, 0.6)
+SCALES = (-0.8, 0.8)
 LAYERS = list(range(8, 19))
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     summary = ", ".join(f"{name}: {value:+.2f}" for name, value in means.items())
     console.print(f"mean sentiment (VADER compound, -1..+1) - {summary}")
     console.print(f"done in {time.perf_counter() - started:.0f} s. Try: steerlab generate \"How are you?\" "
-                  f"--vector {out}:0.6@8-18 --compare")
+                  f"--vector {out}:0.8@8-18 --compare")
 
 
 def _show(console: Console, texts: dict[str, list[str]]) -> None:
