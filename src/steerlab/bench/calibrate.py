@@ -23,7 +23,7 @@ from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
 DEFAULT_BUDGET = 0.10
-DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0)
+DEFAULT_SCALES = (0.125, 0.25, 0.5, 1.0)
 
 
 @dataclass

@@ -125,8 +125,9 @@ def options(quick: bool) -> RunOptions:
     if quick:
         return RunOptions(
             n_windows=1,
-            scales=(0.5, 1.0),
-            sweep=(1.0,),
+            # Measured: 0.5 over 5 blocks already broke the 10% fluency budget on both quick axes.
+            scales=(0.125, 0.25, 0.5),
+            sweep=(0.5,),
             n_fluency=3,
             gen_tokens=QUICK.gen_tokens,
             k_shots=2,

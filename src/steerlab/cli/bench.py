@@ -103,7 +103,7 @@ def calibrate_cmd(
     out: Annotated[Path | None, typer.Option(help="where to write the calibrated vector (default: in place)")] = None,
     goal: Annotated[int, typer.Option(help="+1: more of the behaviour, -1: less")] = 1,
     window: Annotated[list[str] | None, typer.Option(help="layer window to try, e.g. 10-14 (repeatable)")] = None,
-    scales: Annotated[str, typer.Option(help="scale magnitudes to try")] = "0.25,0.5,1,2",
+    scales: Annotated[str, typer.Option(help="scale magnitudes to try")] = "0.125,0.25,0.5,1",
     budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
     scorer: Annotated[str, typer.Option(help="classify: sentiment or formality")] = "sentiment",
     max_items: Annotated[int, typer.Option(help="use at most N validation items")] = 32,
