@@ -11,7 +11,7 @@ from rich.table import Table
 
 from steerlab.extract import extract
 from steerlab.generate import generate
-from steerlab.models import DEFAULT_MODEL, load_model, steerlab_home
+from steerlab.models import DEFAULT_MODEL, LoadedModel, load_model, steerlab_home
 from steerlab.pairs import PairSet
 
 PROMPTS = (
@@ -52,8 +52,26 @@ def main() -> None:
     means = {name: sum(sentiment(t)) / len(t) for name, t in texts.items()}
     summary = ", ".join(f"{name}: {value:+.2f}" for name, value in means.items())
     console.print(f"mean sentiment (VADER compound, -1..+1) - {summary}")
+    _from_store(console, model)
     console.print(f"done in {time.perf_counter() - started:.0f} s. Try: steerlab generate \"How are you?\" "
                   f"--vector {out}:0.8@8-18 --compare")
+
+
+def _from_store(console: Console, model: LoadedModel) -> None:
+    """If `make starter-pack` has filled the local store, pull a vector from it by name and steer with it."""
+    from steerlab.errors import SteerlabError
+    from steerlab.hub import open_store
+
+    try:
+        pulled = open_store().get_vector("starter/happy")
+    except SteerlabError as exc:
+        console.print(f"[dim]local store: no starter/happy ({exc}); run `make starter-pack` to fill it.[/dim]")
+        return
+    layers = pulled.card.recommended_layers or LAYERS
+    answer = generate(model, [PROMPTS[0]], steering=pulled.select(LAYERS), scale=SCALES[1], max_new_tokens=40)[0]
+    console.print(f"pulled starter/happy from the local store ({pulled.card.n_pairs} pairs, recommended layers "
+                  f"{layers[0]}-{layers[-1]}); steered at {SCALES[1]:+.1f}: {answer.strip()!r} "
+                  f"(sentiment {sentiment([answer])[0]:+.2f})")
 
 
 def _show(console: Console, texts: dict[str, list[str]]) -> None:
