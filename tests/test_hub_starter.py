@@ -47,7 +47,7 @@ def test_two_starter_vectors_are_built_and_published(default_model, datasets: Pa
     chosen = [r for r in RECIPES if r.name in ("happy", "truthful")]
     lines: list[str] = []
     refs = publish_pack(
-        store, default_model, chosen, n_pairs=10, root=datasets, key_path=tmp_path / "k.pem", log=lines.append
+        store, default_model, chosen, n_pairs=16, root=datasets, key_path=tmp_path / "k.pem", log=lines.append
     )
     assert refs == ["starter/happy@1.0.0", "starter/truthful@1.0.0"]
     for ref in refs:
@@ -56,12 +56,12 @@ def test_two_starter_vectors_are_built_and_published(default_model, datasets: Pa
             info.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and info.fingerprint == default_model.fingerprint
         )
         assert info.signed and info.metrics["source"] == "extraction diagnostics on held-out pairs"
-        assert info.metrics["held_out_pairs"] == 2 and 0.0 <= info.metrics["accuracy"] <= 1.0
+        assert info.metrics["held_out_pairs"] == 3 and 0.0 <= info.metrics["accuracy"] <= 1.0
         vector = store.get_vector(ref, require_signed=True)
         vector.check_compatible(default_model)
-        assert vector.card.n_pairs == 10 and vector.card.metadata["effect"] == info.metrics
+        assert vector.card.n_pairs == 16 and vector.card.metadata["effect"] == info.metrics
     assert [i.ref for i in store.search(fits=default_model)] == refs
     assert [i.ref for i in store.search(tag="emotion")] == ["starter/happy@1.0.0"]
     # A rerun builds nothing: what is published stays as it is.
-    assert publish_pack(store, default_model, chosen, n_pairs=10, root=datasets, log=lines.append) == []
+    assert publish_pack(store, default_model, chosen, n_pairs=16, root=datasets, log=lines.append) == []
     assert store.verify().ok
