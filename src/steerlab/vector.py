@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
+from steerlab.atomic import atomic_write
 from steerlab.errors import SteerlabError
 
 CARD_KEY = "steerlab.card"
@@ -176,20 +176,7 @@ class Vector:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Atomic write: a temp file in the same folder, fsynced, then renamed over the target."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return target
+        return atomic_write(Path(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vector:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from steerlab.atomic import atomic_write
 from steerlab.errors import SteerlabError
 
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -65,16 +66,8 @@ class BlobStore:
 
     @staticmethod
     def write_file(target: Path, data: bytes) -> None:
-        """Atomic write of any file (a pulled vector): temp file in the same folder, fsync, rename."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        """Atomic write of any file (a pulled vector)."""
+        atomic_write(target, data)
 
     def read(self, digest: str) -> bytes:
         target = self.path(digest)
