@@ -46,5 +46,6 @@ def generate(
     kwargs.update(generate_kwargs)
     ctx = steer(model, steering, scale=scale) if steering is not None else nullcontext()
     with ctx:
-        out = model.hf_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **kwargs)
+        hf: Any = model.hf_model  # typed as nn.Module; generate() comes from transformers' GenerationMixin
+        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **kwargs)
     return [model.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]

@@ -240,7 +240,8 @@ def export_cmd(
         factor = vector.card.recommended_scale if scale is None else scale
         if not gguf:
             # These formats hold raw directions: every layer unless --layers says otherwise, and no scale.
-            picked = vector.select(parse_layers(layers)) if layers else vector
+            chosen = parse_layers(layers)
+            picked = vector.select(chosen) if chosen else vector
             console.print(f"[green]wrote[/green] {export_vector(picked, out, fmt)}")
             return
         if out.suffix != ".gguf":
