@@ -123,11 +123,11 @@ def _decode_step_logits(model, positions: str | None) -> tuple[torch.Tensor, tor
         cache = DynamicCache(config=model.hf_model.config)
         if ctx:
             with ctx:
-                prefill = model.hf_model(IDS, past_key_values=cache, use_cache=True).logits
-                step = model.hf_model(torch.tensor([[17]]), past_key_values=cache, use_cache=True).logits
+                prefill = model.hf_model(IDS, cache=cache, use_cache=True).logits
+                step = model.hf_model(torch.tensor([[17]]), cache=cache, use_cache=True).logits
         else:
-            prefill = model.hf_model(IDS, past_key_values=cache, use_cache=True).logits
-            step = model.hf_model(torch.tensor([[17]]), past_key_values=cache, use_cache=True).logits
+            prefill = model.hf_model(IDS, cache=cache, use_cache=True).logits
+            step = model.hf_model(torch.tensor([[17]]), cache=cache, use_cache=True).logits
     return prefill, step
 
 
