@@ -23,6 +23,23 @@ COMMON: dict[str, Any] = {
     "eos_token_id": 0,
     "pad_token_id": 0,
 }
+# DeepSeek V2 and V3 take the same MLA + MoE settings; MLA needs as many KV heads as query heads here.
+DEEPSEEK: dict[str, Any] = {
+    **COMMON,
+    "num_key_value_heads": 4,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 16,
+    "n_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "kv_lora_rank": 16,
+    "q_lora_rank": None,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+    "n_group": 1,
+    "topk_group": 1,
+}
 MOE: dict[str, Any] = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16}
 
 
@@ -49,36 +66,8 @@ def _configs() -> dict[str, Any]:
             eos_token_id=0,
             pad_token_id=0,
         ),
-        "deepseek_v2": hf.deepseek_v2.DeepseekV2Config(
-            **{**COMMON, "num_key_value_heads": 4},
-            n_routed_experts=4,
-            num_experts_per_tok=2,
-            moe_intermediate_size=16,
-            n_shared_experts=1,
-            first_k_dense_replace=1,
-            kv_lora_rank=16,
-            q_lora_rank=None,
-            qk_rope_head_dim=8,
-            qk_nope_head_dim=8,
-            v_head_dim=8,
-            n_group=1,
-            topk_group=1,
-        ),
-        "deepseek_v3": hf.deepseek_v3.DeepseekV3Config(
-            **{**COMMON, "num_key_value_heads": 4},
-            n_routed_experts=4,
-            num_experts_per_tok=2,
-            moe_intermediate_size=16,
-            n_shared_experts=1,
-            first_k_dense_replace=1,
-            kv_lora_rank=16,
-            q_lora_rank=None,
-            qk_rope_head_dim=8,
-            qk_nope_head_dim=8,
-            v_head_dim=8,
-            n_group=1,
-            topk_group=1,
-        ),
+        "deepseek_v2": hf.deepseek_v2.DeepseekV2Config(**DEEPSEEK),
+        "deepseek_v3": hf.deepseek_v3.DeepseekV3Config(**DEEPSEEK),
         "qwen3_moe": hf.qwen3_moe.Qwen3MoeConfig(**COMMON, **MOE, head_dim=8, decoder_sparse_step=1),
         "mixtral": hf.mixtral.MixtralConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2),
     }

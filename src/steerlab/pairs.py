@@ -106,7 +106,7 @@ class PairSet:
         file = Path(path)
         if not file.exists():
             raise SteerlabError(f"pair file {file} does not exist.")
-        return cls.from_records(_read_records(file), str(file))
+        return cls.from_records(read_records(file), str(file))
 
     def subset(self, indices: Sequence[int]) -> PairSet:
         return PairSet([self.pairs[i] for i in indices], self.source)
@@ -127,7 +127,8 @@ class PairSet:
         return digest.hexdigest()[:16]
 
 
-def _read_records(file: Path) -> list[dict[str, Any]]:
+def read_records(file: Path, list_keys: Sequence[str] = ("pairs", "data")) -> list[dict[str, Any]]:
+    """Records from .jsonl, .json (a list, or a dict holding one under the first of `list_keys`) or .csv/.tsv."""
     suffix = file.suffix.lower()
     try:
         if suffix == ".jsonl":
@@ -136,9 +137,9 @@ def _read_records(file: Path) -> list[dict[str, Any]]:
         if suffix == ".json":
             data = json.loads(file.read_text(encoding="utf-8"))
             if isinstance(data, dict):
-                data = data.get("pairs", data.get("data"))
+                data = next((data[key] for key in list_keys if key in data), None)
             if not isinstance(data, list):
-                raise SteerlabError(f"{file}: expected a JSON list of records (or {{'pairs': [...]}}).")
+                raise SteerlabError(f"{file}: expected a JSON list of records (or {{'{list_keys[0]}': [...]}}).")
             return data
         if suffix in (".csv", ".tsv"):
             with file.open(newline="", encoding="utf-8") as handle:

@@ -5,8 +5,6 @@ Every loader accepts the public formats of the datasets in ../shared/datasets an
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import random
 from collections.abc import Sequence
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from steerlab.errors import SteerlabError
+from steerlab.pairs import read_records as read_record_file
 
 T = TypeVar("T")
 LETTERS = "ABCDEFGHIJ"
@@ -70,28 +69,15 @@ def datasets_root() -> Path:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records from .jsonl, .json (a list, or {'data'|'pairs'|'items': [...]}) or .csv/.tsv."""
+    """Records from .jsonl, .json (a list, or {'data'|'pairs'|'items': [...]}), .csv/.tsv, or .txt (a prompt a line)."""
     if not path.exists():
         raise SteerlabError(f"data file {path} does not exist.")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                data = data.get("data", data.get("pairs", data.get("items")))
-            if not isinstance(data, list):
-                raise SteerlabError(f"{path}: expected a JSON list of records.")
-            return data
-        if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8") as handle:
-                return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-        if suffix == ".txt":
-            return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise SteerlabError(f"{path} is not valid JSON: {exc}") from exc
-    raise SteerlabError(f"unsupported data file type {suffix!r} for {path}: use .jsonl, .json, .csv, .tsv or .txt.")
+    if suffix == ".txt":
+        return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if suffix not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise SteerlabError(f"unsupported data file type {suffix!r} for {path}: use .jsonl, .json, .csv, .tsv or .txt.")
+    return read_record_file(path, list_keys=("data", "pairs", "items"))
 
 
 def _need(record: dict[str, Any], keys: Sequence[str], path: Path, what: str) -> None:
