@@ -21,6 +21,8 @@ class _CallState:
     def __init__(self) -> None:
         self.phase = PROMPT
         self.attention_mask: torch.Tensor | None = None
+        # Every steered block of one forward sees the same shape: the padding mask is built once per call.
+        self.valid_cache: dict[tuple[int, int, torch.dtype], torch.Tensor | None] = {}
 
     def pre_forward(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # transformers 5 is renaming past_key_values to cache; accept either.
@@ -32,6 +34,7 @@ class _CallState:
         self.phase = GENERATED if seen > 0 else PROMPT
         mask = kwargs.get("attention_mask")
         self.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
+        self.valid_cache = {}
 
 
 def _valid(state: _CallState, hidden: torch.Tensor) -> torch.Tensor | None:
@@ -39,6 +42,13 @@ def _valid(state: _CallState, hidden: torch.Tensor) -> torch.Tensor | None:
     mask = state.attention_mask
     if mask is None or state.phase == GENERATED or mask.shape[0] != hidden.shape[0]:
         return None
+    key = (hidden.shape[0], hidden.shape[1], hidden.dtype)
+    if key not in state.valid_cache:
+        state.valid_cache[key] = _padding_mask(mask, hidden)
+    return state.valid_cache[key]
+
+
+def _padding_mask(mask: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
     tail = mask[:, -hidden.shape[1] :]
     if bool(tail.all()):
         return None
