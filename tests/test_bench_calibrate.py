@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tiny import tiny_model
 
-from steerlab.bench.calibrate import calibrate, layer_windows, write_to_card
+from steerlab.bench.calibrate import Calibration, _fits, calibrate, layer_windows, write_to_card
 from steerlab.bench.data import ABItem
 from steerlab.bench.lora import LoraConfig, train_lora
 from steerlab.bench.scoring import PLAIN, Setting
@@ -45,7 +47,16 @@ def test_calibration_picks_inside_the_grid_within_budget(model, vector):
         assert chosen.fluency >= cal.fluency_floor
         assert chosen.effect == max(p.effect for p in cal.grid if p.within_budget)
     for point in cal.grid:
-        assert point.within_budget == (point.fluency >= cal.base_fluency - 0.1 * abs(cal.base_fluency))
+        fluent = point.fluency >= cal.base_fluency - 0.1 * abs(cal.base_fluency)
+        assert point.within_budget == (fluent and point.repetition <= cal.base_repetition + 0.1)
+
+
+def test_repetition_budget_rejects_loops_that_score_fluent():
+    cal = Calibration([], 0.0, "p_match", 1, 0.1, 0.5, -1.0, -1.1, False, repetition_budget=0.1, base_repetition=0.05)
+    assert _fits(cal, fluency=-1.05, repetition=0.15)
+    assert not _fits(cal, fluency=-0.2, repetition=0.4)  # a loop: very predictable, so a high log-prob
+    assert not _fits(cal, fluency=-1.2, repetition=0.0)
+    assert not _fits(cal, fluency=math.nan, repetition=0.0)
 
 
 def test_negative_goal_gives_negative_scale_and_card_records_it(model, vector, tmp_path):
@@ -69,6 +80,8 @@ def test_calibration_rejects_bad_input(model, vector):
         calibrate(model, ABTask(), vector, ITEMS, goal=0)
     with pytest.raises(SteerlabError, match="validation"):
         calibrate(model, ABTask(), vector, [], goal=1)
+    with pytest.raises(SteerlabError, match="repetition budget"):
+        calibrate(model, ABTask(), vector, ITEMS, goal=1, repetition_budget=1.5)
     with pytest.raises(SteerlabError, match="no direction"):
         calibrate(model, ABTask(), vector.select([1]), ITEMS, 1, windows=[[3]])
 

@@ -2,7 +2,9 @@
 
 Effect = goal * (metric at the candidate − metric unsteered), both on the validation items. Fluency = mean
 per-token log-prob of greedy generations under the unsteered model; a candidate is within budget when it is no
-lower than the unsteered value minus `budget` times its magnitude (default 10%).
+lower than the unsteered value minus `budget` times its magnitude (default 10%), and when its repetition rate
+(share of repeated 3-grams) rises at most `repetition_budget` above the unsteered one (default 0.1). The second
+check is needed because a looping generation can score a high log-prob: the judge finds repeats predictable.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
 DEFAULT_BUDGET = 0.10
+DEFAULT_REPETITION_BUDGET = 0.10
 DEFAULT_SCALES = (0.125, 0.25, 0.5, 1.0)
 
 
@@ -34,6 +37,7 @@ class GridPoint:
     effect: float
     fluency: float
     within_budget: bool
+    repetition: float = 0.0
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Calibration:
     base_fluency: float
     fluency_floor: float
     within_budget: bool
+    repetition_budget: float = DEFAULT_REPETITION_BUDGET
+    base_repetition: float = 0.0
     grid: list[GridPoint] = field(default_factory=list)
     n_val: int = 0
     n_fluency: int = 0
@@ -76,7 +82,7 @@ def _mean(values: Sequence[float]) -> float:
 
 @dataclass
 class _Probe:
-    """Measures (metric, fluency) of one setting on the validation data."""
+    """Measures (metric, fluency, repetition) of one setting on the validation data."""
 
     base: LoadedModel
     task: Task
@@ -84,12 +90,12 @@ class _Probe:
     prompts: list[str]
     gen_tokens: int
 
-    def measure(self, setting: Setting) -> tuple[float, float]:
+    def measure(self, setting: Setting) -> tuple[float, float, float]:
         scores = self.task.evaluate(self.base, setting, self.items)
         if "fluency_logprob" not in scores:
             texts = generate_texts(self.base, setting, self.prompts, self.gen_tokens)
             scores.update(fluency_scores(self.base, self.prompts, texts))
-        return _mean(scores[self.task.metric]), _mean(scores["fluency_logprob"])
+        return _mean(scores[self.task.metric]), _mean(scores["fluency_logprob"]), _mean(scores["repetition"])
 
 
 def calibrate(
@@ -103,34 +109,52 @@ def calibrate(
     budget: float = DEFAULT_BUDGET,
     n_fluency: int = 8,
     gen_tokens: int = 24,
+    repetition_budget: float = DEFAULT_REPETITION_BUDGET,
 ) -> Calibration:
     """Grid over windows x scales (scales are magnitudes; the goal gives the sign), on validation items only."""
     start = time.perf_counter()
+    _check_arguments(goal, val_items, scales, repetition_budget)
+    grid_windows = [list(w) for w in (windows or layer_windows(base.n_layers, 2))]
+    missing = sorted({la for w in grid_windows for la in w} - set(vector.layers))
+    if missing:
+        raise SteerlabError(f"the vector has no direction for layers {missing}; extract those layers or pick others.")
+    probe = _Probe(base, task, val_items, task.fluency_prompts(val_items)[:n_fluency], gen_tokens)
+    base_metric, base_fluency, base_repetition = probe.measure(PLAIN)
+    floor = base_fluency - budget * abs(base_fluency)
+    cal = Calibration([], 0.0, task.metric, goal, budget, base_metric, base_fluency, floor, False)
+    cal.repetition_budget, cal.base_repetition = repetition_budget, base_repetition
+    for window in grid_windows:
+        for magnitude in sorted(scales):
+            kit = Kit.single(vector, goal * magnitude, window)
+            metric, fluency, repetition = probe.measure(Setting(f"steering@{goal * magnitude:g}", steering=kit))
+            ok = _fits(cal, fluency, repetition)
+            effect = goal * (metric - base_metric)
+            cal.grid.append(GridPoint(window, goal * magnitude, metric, effect, fluency, ok, repetition))
+            if not ok:
+                break  # larger scales in this window only lose more fluency
+    _choose(cal)
+    cal.n_val, cal.n_fluency, cal.seconds = len(val_items), len(probe.prompts), time.perf_counter() - start
+    return cal
+
+
+def _check_arguments(goal: int, val_items: Sequence[Any], scales: Sequence[float], repetition_budget: float) -> None:
     if goal not in (1, -1):
         raise SteerlabError(f"goal must be +1 (more of the behaviour) or -1 (less), not {goal}.")
     if not val_items:
         raise SteerlabError("calibration needs a non-empty validation split.")
     if not scales or any(s <= 0 for s in scales):
         raise SteerlabError(f"calibration scales must be positive magnitudes, got {list(scales)}.")
-    grid_windows = [list(w) for w in (windows or layer_windows(base.n_layers, 2))]
-    missing = sorted({la for w in grid_windows for la in w} - set(vector.layers))
-    if missing:
-        raise SteerlabError(f"the vector has no direction for layers {missing}; extract those layers or pick others.")
-    probe = _Probe(base, task, val_items, task.fluency_prompts(val_items)[:n_fluency], gen_tokens)
-    base_metric, base_fluency = probe.measure(PLAIN)
-    floor = base_fluency - budget * abs(base_fluency)
-    cal = Calibration([], 0.0, task.metric, goal, budget, base_metric, base_fluency, floor, False)
-    for window in grid_windows:
-        for magnitude in sorted(scales):
-            kit = Kit.single(vector, goal * magnitude, window)
-            metric, fluency = probe.measure(Setting(f"steering@{goal * magnitude:g}", steering=kit))
-            ok = not math.isnan(fluency) and fluency >= floor
-            cal.grid.append(GridPoint(window, goal * magnitude, metric, goal * (metric - base_metric), fluency, ok))
-            if not ok:
-                break  # larger scales in this window only lose more fluency
-    _choose(cal)
-    cal.n_val, cal.n_fluency, cal.seconds = len(val_items), len(probe.prompts), time.perf_counter() - start
-    return cal
+    if not 0 <= repetition_budget <= 1:
+        raise SteerlabError(
+            f"repetition budget {repetition_budget} is not a share of repeated 3-grams: give a value in [0, 1]."
+        )
+
+
+def _fits(cal: Calibration, fluency: float, repetition: float) -> bool:
+    """Within both budgets: log-prob no lower than the floor, repetition no more than budget above unsteered."""
+    if math.isnan(fluency) or fluency < cal.fluency_floor:
+        return False
+    return math.isnan(repetition) or repetition <= cal.base_repetition + cal.repetition_budget
 
 
 def _choose(cal: Calibration) -> None:

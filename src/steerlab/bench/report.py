@@ -102,8 +102,10 @@ def markdown(doc: dict[str, Any]) -> str:
         cal = task["calibration"]
         lines.append(
             f"Calibrated on {cal['n_val']} validation items: layers {cal['layers'][0]}-{cal['layers'][-1]}, scale "
-            f"{cal['scale']:g} ({'within' if cal['within_budget'] else 'OUTSIDE'} the fluency budget of "
-            f"{100 * cal['budget']:.0f}%). Train {task['info']['n_train']}, test {task['info']['n_test']}."
+            f"{cal['scale']:g} ({'within' if cal['within_budget'] else 'OUTSIDE'} the fluency budget: mean log-prob "
+            f"within {100 * cal['budget']:.0f}% of unsteered, 3-gram repetition at most "
+            f"{cal.get('repetition_budget', 0.1):.2f} above unsteered's {cal.get('base_repetition', 0.0):.2f}). "
+            f"Train {task['info']['n_train']}, test {task['info']['n_test']}."
         )
         for note in task["info"]["notes"]:
             lines.append(f"- {note}")

@@ -13,6 +13,7 @@ from typing import Any
 from steerlab.bench import stats
 from steerlab.bench.calibrate import (
     DEFAULT_BUDGET,
+    DEFAULT_REPETITION_BUDGET,
     DEFAULT_SCALES,
     Calibration,
     calibrate,
@@ -36,6 +37,7 @@ class RunOptions:
     scales: tuple[float, ...] = DEFAULT_SCALES
     sweep: tuple[float, ...] = DEFAULT_SCALES  # magnitudes; each is run with both signs
     budget: float = DEFAULT_BUDGET
+    repetition_budget: float = DEFAULT_REPETITION_BUDGET
     n_fluency: int = 8
     gen_tokens: int = 24
     k_shots: int = 4
@@ -133,30 +135,10 @@ def _latency(base: LoadedModel, spec: TaskSpec, steered: Setting, opts: RunOptio
 def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path | None = None) -> TaskResult:
     check_disjoint(spec)
     started = time.perf_counter()
-    task: Task = spec.task
-    windows = layer_windows(base.n_layers, opts.n_windows)
-    layers = sorted({la for w in windows for la in w})
-    pairs = task.extraction_pairs(spec.train)
-    vector, extract_s = _timed(
-        lambda: extract(base, pairs, layers=layers, batch_size=opts.extract_batch, progress=False, name=spec.name)
-    )
-    cal = calibrate(
-        base, task, vector, spec.val, spec.goal, windows, opts.scales, opts.budget, opts.n_fluency, opts.gen_tokens
-    )
-    _log(opts, f"{spec.name}: extracted {len(pairs)} pairs in {extract_s:.1f} s; calibrated in {cal.seconds:.1f} s")
-    write_to_card(vector, cal, spec.name)
-    vector.card.description = f"steerlab bench: {spec.name} ({task.kind}), goal {spec.goal:+d}"
-    costs: dict[str, Any] = {"extract_s": extract_s, "calibrate_s": cal.seconds, "eval_s": {}}
-    lora_model = None
-    if "lora" in opts.conditions:
-        examples = task.sft_examples(spec.train, spec.goal)
-        if examples:
-            result = train_lora(base, examples, opts.lora)
-            lora_model = result.model
-            costs.update(lora_train_s=result.train_seconds, lora_examples=result.n_examples, lora_loss=result.losses)
-            _log(opts, f"{spec.name}: LoRA trained on {result.n_examples} examples in {result.train_seconds:.1f} s")
+    vector, cal, costs, n_pairs = _extract_and_calibrate(base, spec, opts)
+    lora_model = _train_lora(base, spec, opts, costs) if "lora" in opts.conditions else None
     settings, skipped = build_conditions(
-        task,
+        spec.task,
         spec.train,
         spec.goal,
         vector,
@@ -167,6 +149,62 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
         lora_model,
         opts.conditions,
     )
+    rows, by_condition = _evaluate_conditions(base, spec, opts, settings, costs)
+    rows += _sweep(base, spec, opts, vector, cal, by_condition)
+    steered = next((s for s in settings if s.name == "steering"), None)
+    if steered is not None and opts.latency_rounds > 0:
+        costs["latency"] = _latency(base, spec, steered, opts)
+    costs["total_s"] = time.perf_counter() - started
+    info = _info(spec, n_pairs, base.n_layers, opts, skipped)
+    result = TaskResult(spec.name, rows, cal, costs, info, vector)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        vector.save(out_dir / "vector.safetensors")
+    return result
+
+
+def _extract_and_calibrate(
+    base: LoadedModel, spec: TaskSpec, opts: RunOptions
+) -> tuple[Vector, Calibration, dict[str, Any], int]:
+    """The vector from the train split, calibrated on validation; its card records the choice."""
+    windows = layer_windows(base.n_layers, opts.n_windows)
+    layers = sorted({la for w in windows for la in w})
+    pairs = spec.task.extraction_pairs(spec.train)
+    vector, extract_s = _timed(
+        lambda: extract(base, pairs, layers=layers, batch_size=opts.extract_batch, progress=False, name=spec.name)
+    )
+    cal = calibrate(
+        base,
+        spec.task,
+        vector,
+        spec.val,
+        spec.goal,
+        windows,
+        opts.scales,
+        opts.budget,
+        opts.n_fluency,
+        opts.gen_tokens,
+        opts.repetition_budget,
+    )
+    _log(opts, f"{spec.name}: extracted {len(pairs)} pairs in {extract_s:.1f} s; calibrated in {cal.seconds:.1f} s")
+    write_to_card(vector, cal, spec.name)
+    vector.card.description = f"steerlab bench: {spec.name} ({spec.task.kind}), goal {spec.goal:+d}"
+    return vector, cal, {"extract_s": extract_s, "calibrate_s": cal.seconds, "eval_s": {}}, len(pairs)
+
+
+def _train_lora(base: LoadedModel, spec: TaskSpec, opts: RunOptions, costs: dict[str, Any]) -> LoadedModel | None:
+    examples = spec.task.sft_examples(spec.train, spec.goal)
+    if not examples:
+        return None
+    result = train_lora(base, examples, opts.lora)
+    costs.update(lora_train_s=result.train_seconds, lora_examples=result.n_examples, lora_loss=result.losses)
+    _log(opts, f"{spec.name}: LoRA trained on {result.n_examples} examples in {result.train_seconds:.1f} s")
+    return result.model
+
+
+def _evaluate_conditions(
+    base: LoadedModel, spec: TaskSpec, opts: RunOptions, settings: Sequence[Setting], costs: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Scores]]:
     rows: list[dict[str, Any]] = []
     by_condition: dict[str, Scores] = {}
     for setting in settings:
@@ -175,29 +213,23 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
         costs["eval_s"][setting.name] = seconds
         _log(opts, f"{spec.name}: {setting.name} evaluated in {seconds:.1f} s")
         rows += [stats.row(spec.name, setting.name, metric, values) for metric, values in scores.items()]
-    rows += _sweep(base, spec, opts, vector, cal, by_condition)
-    steered = next((s for s in settings if s.name == "steering"), None)
-    if steered is not None and opts.latency_rounds > 0:
-        costs["latency"] = _latency(base, spec, steered, opts)
-    costs["total_s"] = time.perf_counter() - started
-    info = {
-        "task": task.kind,
+    return rows, by_condition
+
+
+def _info(spec: TaskSpec, n_pairs: int, n_layers: int, opts: RunOptions, skipped: list[str]) -> dict[str, Any]:
+    return {
+        "task": spec.task.kind,
         "goal": spec.goal,
-        "metric": task.metric,
+        "metric": spec.task.metric,
         "instruction": spec.instruction,
         "source": spec.source,
         "n_train": len(spec.train),
         "n_val": len(spec.val),
         "n_test": len(spec.test),
-        "n_pairs": len(pairs),
-        "windows": windows,
+        "n_pairs": n_pairs,
+        "windows": layer_windows(n_layers, opts.n_windows),
         "notes": spec.notes + skipped,
     }
-    result = TaskResult(spec.name, rows, cal, costs, info, vector)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        vector.save(out_dir / "vector.safetensors")
-    return result
 
 
 def _sweep(

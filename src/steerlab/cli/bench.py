@@ -47,6 +47,9 @@ def bench_cmd(
     val_size: Annotated[int, typer.Option(help="ad-hoc validation items for calibration")] = 8,
     scales: Annotated[str | None, typer.Option(help="calibration scale magnitudes, e.g. 0.25,0.5,1,2")] = None,
     budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
+    repetition_budget: Annotated[
+        float, typer.Option(help="allowed rise of the repeated-3-gram share over unsteered generations")
+    ] = 0.1,
     gen_tokens: Annotated[int | None, typer.Option(help="tokens generated per prompt (fluency, classify)")] = None,
     n_fluency: Annotated[int | None, typer.Option(help="prompts whose generations measure fluency")] = None,
 ) -> None:
@@ -65,7 +68,7 @@ def bench_cmd(
     opts.log = console.print
     if scales is not None:
         opts.scales = opts.sweep = _scales(scales) or opts.scales
-    opts.budget = budget
+    opts.budget, opts.repetition_budget = budget, repetition_budget
     opts.gen_tokens = gen_tokens or opts.gen_tokens
     opts.n_fluency = n_fluency or opts.n_fluency
     if suite is not None:
@@ -105,6 +108,9 @@ def calibrate_cmd(
     window: Annotated[list[str] | None, typer.Option(help="layer window to try, e.g. 10-14 (repeatable)")] = None,
     scales: Annotated[str, typer.Option(help="scale magnitudes to try")] = "0.125,0.25,0.5,1",
     budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
+    repetition_budget: Annotated[
+        float, typer.Option(help="allowed rise of the repeated-3-gram share over unsteered generations")
+    ] = 0.1,
     scorer: Annotated[str, typer.Option(help="classify: sentiment or formality")] = "sentiment",
     max_items: Annotated[int, typer.Option(help="use at most N validation items")] = 32,
 ) -> None:
@@ -120,7 +126,17 @@ def calibrate_cmd(
     loaded = load_model(model)
     windows = [parse_layers(w) or [] for w in window] if window else _vector_windows(vec, loaded.n_layers)
     bench_task = make_task(task, **({"scorer": scorer} if task == "classify" else {}))
-    cal = calibrate(loaded, bench_task, vec, items, goal, windows, _scales(scales) or (1.0,), budget)
+    cal = calibrate(
+        loaded,
+        bench_task,
+        vec,
+        items,
+        goal,
+        windows,
+        _scales(scales) or (1.0,),
+        budget,
+        repetition_budget=repetition_budget,
+    )
     write_to_card(vec, cal, eval_path.stem)
     target = vec.save(out or vector)
     state = "within" if cal.within_budget else "OUTSIDE"
