@@ -42,19 +42,23 @@ def main() -> None:
     vector = extract(model, pairs, name="happy-vs-sad", progress=True)
     out = steerlab_home() / "demo" / "happy_sad.safetensors"
     vector.save(out)
-    console.print(f"saved {out}; recommended layers {vector.card.recommended_layers}; steering layers "
-                  f"{LAYERS[0]}-{LAYERS[-1]}")
+    console.print(
+        f"saved {out}; recommended layers {vector.card.recommended_layers}; steering layers {LAYERS[0]}-{LAYERS[-1]}"
+    )
     steered = vector.select(LAYERS)
     conditions = [("unsteered", None, 0.0)] + [(f"scale {s:+.1f}", steered, s) for s in SCALES]
-    texts = {name: generate(model, list(PROMPTS), steering=vec, scale=s, max_new_tokens=40)
-             for name, vec, s in conditions}
+    texts = {
+        name: generate(model, list(PROMPTS), steering=vec, scale=s, max_new_tokens=40) for name, vec, s in conditions
+    }
     _show(console, texts)
     means = {name: sum(sentiment(t)) / len(t) for name, t in texts.items()}
     summary = ", ".join(f"{name}: {value:+.2f}" for name, value in means.items())
     console.print(f"mean sentiment (VADER compound, -1..+1) - {summary}")
     _from_store(console, model)
-    console.print(f"done in {time.perf_counter() - started:.0f} s. Try: steerlab generate \"How are you?\" "
-                  f"--vector {out}:0.8@8-18 --compare")
+    console.print(
+        f'done in {time.perf_counter() - started:.0f} s. Try: steerlab generate "How are you?" '
+        f"--vector {out}:0.8@8-18 --compare"
+    )
 
 
 def _from_store(console: Console, model: LoadedModel) -> None:
@@ -69,9 +73,11 @@ def _from_store(console: Console, model: LoadedModel) -> None:
         return
     layers = pulled.card.recommended_layers or LAYERS
     answer = generate(model, [PROMPTS[0]], steering=pulled.select(LAYERS), scale=SCALES[1], max_new_tokens=40)[0]
-    console.print(f"pulled starter/happy from the local store ({pulled.card.n_pairs} pairs, recommended layers "
-                  f"{layers[0]}-{layers[-1]}); steered at {SCALES[1]:+.1f}: {answer.strip()!r} "
-                  f"(sentiment {sentiment([answer])[0]:+.2f})")
+    console.print(
+        f"pulled starter/happy from the local store ({pulled.card.n_pairs} pairs, recommended layers "
+        f"{layers[0]}-{layers[-1]}); steered at {SCALES[1]:+.1f}: {answer.strip()!r} "
+        f"(sentiment {sentiment([answer])[0]:+.2f})"
+    )
 
 
 def _show(console: Console, texts: dict[str, list[str]]) -> None:

@@ -18,18 +18,37 @@ from steerlab.errors import SteerlabError
 from steerlab.vector import Card, Vector
 
 LAYER_TYPE = "decoder_block"
+PICKLED_CLASS = "steering_vectors.steering_vector.SteeringVector"
+
+
+class SavedSteeringVector:
+    """What `torch.save(steering_vector)` holds, read back without the steering-vectors package.
+
+    torch's weights-only unpickler builds this plain holder in place of the library's class (registered under the
+    class's pickled name), so no code from the file runs and the library need not be installed.
+    """
+
+    layer_activations: dict[int, torch.Tensor]
+    layer_type: str = LAYER_TYPE
+
+
+def _is_layer_dict(obj: Any) -> bool:
+    """`torch.save(sv.layer_activations)`: a bare {layer: tensor} dict."""
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, int) for k in obj)
 
 
 def _parts(obj: Any) -> tuple[Mapping[Any, Any], str]:
-    """(layer_activations, layer_type) of a SteeringVector object or of its state dict."""
+    """(layer_activations, layer_type) of a SteeringVector object, its state dict, or its bare layer dict."""
+    if _is_layer_dict(obj):
+        return obj, LAYER_TYPE
     if isinstance(obj, Mapping) and "layer_activations" in obj:
         return obj["layer_activations"], str(obj.get("layer_type", LAYER_TYPE))
     activations = getattr(obj, "layer_activations", None)
     if isinstance(activations, Mapping):
         return activations, str(getattr(obj, "layer_type", LAYER_TYPE))
     raise SteerlabError(
-        f"a {type(obj).__name__} is not a steering-vectors SteeringVector or its state "
-        "({'layer_activations': {layer: tensor}, 'layer_type': 'decoder_block'})."
+        f"a {type(obj).__name__} is not a steering-vectors SteeringVector, its layer_activations ({{layer: tensor}}) "
+        "or its state ({'layer_activations': {layer: tensor}, 'layer_type': 'decoder_block'})."
     )
 
 
@@ -66,17 +85,22 @@ def from_steering_vector(obj: Any, n_layers: int | None = None, name: str = "", 
 
 
 def load_steering_vector_file(path: str | os.PathLike[str], n_layers: int | None = None, name: str = "") -> Vector:
-    """A .pt file holding a SteeringVector's state dict (tensors only: a pickled object is refused)."""
+    """A .pt file from `torch.save`: a SteeringVector object, its layer_activations, or its state dict.
+
+    Read with torch's weights-only unpickler: tensors, plain containers and the SteeringVector class (as a plain
+    holder) are built; any other pickled object is refused rather than run.
+    """
     file = Path(path)
     if not file.is_file():
         raise SteerlabError(f"steering-vectors file {file} does not exist.")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([(SavedSteeringVector, PICKLED_CLASS)]):
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises several types for objects it will not build
         raise SteerlabError(
-            f"cannot read {file} without running pickled code: {str(exc)[:160]}. Save the vector's state instead: "
-            "torch.save({'layer_activations': sv.layer_activations, 'layer_type': sv.layer_type}, path), or pass the "
-            "SteeringVector object to steerlab.formats.from_steering_vector in Python."
+            f"cannot read {file} without running pickled code: {str(exc)[:160]}. Save the vector's tensors instead: "
+            "torch.save(sv.layer_activations, path), or pass the SteeringVector object to "
+            "steerlab.formats.from_steering_vector in Python."
         ) from exc
     return from_steering_vector(state, n_layers=n_layers, name=name or file.stem, origin=str(file))
 
