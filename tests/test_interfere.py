@@ -14,6 +14,10 @@ from tiny import tiny_model
 from typer.testing import CliRunner
 
 from steerlab import kitfile
+from steerlab.bench.cross_effects import AxisTask, parse_task_specs, task_cross_effects
+from steerlab.bench.data import NEUTRAL_PROMPTS, ABItem, MinimalPair, load_ab
+from steerlab.bench.scoring import PLAIN, Setting
+from steerlab.bench.tasks import ABTask, ClassifyTask, PairLogprobTask
 from steerlab.cli.app import app
 from steerlab.errors import SteerlabError
 from steerlab.extract import extract
@@ -113,6 +117,41 @@ def test_bad_input_is_named(tiny) -> None:
         measure_interference(other, kit, [tiny_pairs(1), tiny_pairs(2)])
 
 
+AB_ANSWERS = {"answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}
+AB_ITEMS = [ABItem(f"Is {i} a big number?\n(A) yes\n(B) no", "(A)", "(B)") for i in range(5)]
+MINIMAL = [MinimalPair("", f"The {w} man was kind.", f"The {w} man was rude.") for w in ("old", "tall", "young")]
+
+
+def test_task_cross_effects_on_each_axis_metric(tiny) -> None:
+    loud, quiet = rand_vector(tiny, 1, norm=8.0, name="loud"), rand_vector(tiny, 2, name="quiet")
+    kit = Kit([KitEntry(loud, 2.0, [1, 2]), KitEntry(quiet, 0.0, [1, 2])])
+    tasks = {"loud": AxisTask(ABTask(), AB_ITEMS), "quiet": AxisTask(PairLogprobTask(), MINIMAL)}
+    effects = task_cross_effects(tiny, kit, tasks, ["loud", "quiet"])
+    assert effects.metrics == ["p_match", "delta_logprob"] and effects.n_items == [5, 3]
+    assert effects.effect[1] == [0.0, 0.0]  # a zero-scale axis moves no metric
+    # the diagonal is the task's own before/after difference, computed here without the cross-effect code
+    alone = Setting("alone", steering=Kit.single(loud, 2.0, [1, 2]))
+    before = ABTask().evaluate(tiny, PLAIN, AB_ITEMS)["p_match"]
+    after = ABTask().evaluate(tiny, alone, AB_ITEMS)["p_match"]
+    assert effects.effect[0][0] == pytest.approx(sum(after) / 5 - sum(before) / 5, abs=1e-9)
+    assert effects.unsteered[0] == pytest.approx(sum(before) / 5, abs=1e-9)
+    assert effects.effect[0][0] != 0.0 and effects.effect[0][1] != 0.0
+    for row, cis in zip(effects.effect, effects.ci, strict=True):
+        for value, (lo, hi) in zip(row, cis, strict=True):
+            assert lo - 1e-9 <= value <= hi + 1e-9
+
+
+def test_task_cross_effect_input_is_checked_before_measuring(tiny, tmp_path: Path) -> None:
+    kit = Kit([KitEntry(rand_vector(tiny, 1, name="a"), 1.0), KitEntry(rand_vector(tiny, 2, name="b"), 1.0)])
+    tasks = {"a": AxisTask(ABTask(), AB_ITEMS), "c": AxisTask(ABTask(), AB_ITEMS)}
+    with pytest.raises(SteerlabError, match=r"missing \['b'\].*\['c'\]"):
+        measure_interference(tiny, kit, [tiny_pairs(1), tiny_pairs(2)], names=["a", "b"], tasks=tasks)
+    with pytest.raises(SteerlabError, match="NAME=KIND:FILE"):
+        parse_task_specs(["a=ab"], None, 8)
+    with pytest.raises(SteerlabError, match="unknown axis task 'vibes'"):
+        parse_task_specs([f"a=vibes:{tmp_path}/x.json"], None, 8)
+
+
 def test_cli_interfere_writes_json_png_and_orthogonal_kit(tiny, tmp_path: Path) -> None:
     folder = tmp_path / "tiny-model"
     tiny.hf_model.save_pretrained(folder)
@@ -141,10 +180,16 @@ def test_cli_interfere_writes_json_png_and_orthogonal_kit(tiny, tmp_path: Path) 
     ]
     missing = runner.invoke(app, args)
     assert missing.exit_code != 0 and "v2" in str(missing.exception)  # v2's pairs are neither recorded nor given
-    result = runner.invoke(app, [*args, "--pairs", f"v2={tmp_path}/p2.jsonl", *out])
+    ab = [{"question": f"Is {i} big?\n(A) yes\n(B) no", **AB_ANSWERS} for i in range(3)]
+    (tmp_path / "ab.json").write_text(json.dumps(ab))
+    (tmp_path / "open.txt").write_text("Tell me a story.\nDescribe the sea.\n")
+    tasks = ["--task", f"v1=ab:{tmp_path}/ab.json", "--task", f"v2=sentiment:{tmp_path}/open.txt"]
+    result = runner.invoke(app, [*args, "--pairs", f"v2={tmp_path}/p2.jsonl", *tasks, *out])
     assert result.exit_code == 0, result.output
-    assert "max axes" in result.output and "cross-effect" in result.output
-    assert json.loads((tmp_path / "r.json").read_text())["names"] == ["v1", "v2"]
+    assert "max axes" in result.output and "cross-effect" in result.output and "task metrics" in result.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["names"] == ["v1", "v2"]
+    assert saved["task_effects"]["metrics"] == ["p_match", "sentiment"] and saved["task_effects"]["n_items"] == [3, 2]
     assert (tmp_path / "r.png").stat().st_size > 1000
     ortho, infos = kitfile.load_kit_with_info(tmp_path / "duo-ortho.json")
     assert [i.name for i in infos] == ["v1", "v2"] and infos[1].pairs == (tmp_path / "p2.jsonl").resolve()
@@ -152,7 +197,7 @@ def test_cli_interfere_writes_json_png_and_orthogonal_kit(tiny, tmp_path: Path) 
 
 
 # ----- a five-axis kit from the shared datasets, on the default model -----
-N_TRAIN, N_HELD = 16, 8
+N_TRAIN, N_HELD, N_TASK = 16, 8, 8
 EXTRACT_LAYERS = list(range(8, 17))
 STEER_LAYERS = list(range(10, 15))
 
@@ -183,6 +228,24 @@ def axis_records(datasets: Path) -> dict[str, list[dict]]:  # type: ignore[type-
     }
 
 
+def axis_tasks(datasets: Path, records: dict[str, list[dict]]) -> dict[str, AxisTask]:  # type: ignore[type-arg]
+    """Each axis's bench task on items its vector never saw: CAA's test split, unused persona items, open prompts."""
+    held = N_TRAIN + N_HELD
+    caa = datasets / "caa/test"
+    prompts = NEUTRAL_PROMPTS[:N_TASK]
+    return {
+        "happy": AxisTask(ClassifyTask(scorer="sentiment", max_new_tokens=12), prompts),
+        "sycophancy": AxisTask(ABTask(), load_ab(caa / "sycophancy/test_dataset_ab.json")[:N_TASK]),
+        "refusal": AxisTask(ABTask(), load_ab(caa / "refusal/test_dataset_ab.json")[:N_TASK]),
+        "formal": AxisTask(ClassifyTask(scorer="formality", max_new_tokens=12), prompts),
+        "agreeable": AxisTask(ABTask(), [_persona_item(r) for r in records["agreeable"][held : held + N_TASK]]),
+    }
+
+
+def _persona_item(record: dict) -> ABItem:  # type: ignore[type-arg]
+    return ABItem(record["question"], record["answer_matching_behavior"], record["answer_not_matching_behavior"])
+
+
 # Raw mean-difference norms differ ~10x between axes (about 13, 5, 28, 25 and 4 at block 10), so scales differ too.
 SCALES = {"happy": 0.5, "sycophancy": 1.2, "refusal": 0.22, "formal": 0.2, "agreeable": 1.6}
 
@@ -200,7 +263,15 @@ def test_five_axis_kit_on_the_default_model(default_model, datasets, tmp_path: P
     path = kitfile.save_kit(kit, tmp_path / "persona.json")
     kit = kitfile.load_kit(path, default_model)
     report = measure_interference(
-        default_model, kit, held, prompts_per_axis=1, max_new_tokens=12, max_pairs=N_HELD, batch_size=32, max_subsets=8
+        default_model,
+        kit,
+        held,
+        prompts_per_axis=1,
+        max_new_tokens=12,
+        max_pairs=N_HELD,
+        batch_size=32,
+        max_subsets=8,
+        tasks=axis_tasks(datasets, records),
     )
     names = list(records)
     assert report.names == names
@@ -216,6 +287,12 @@ def test_five_axis_kit_on_the_default_model(default_model, datasets, tmp_path: P
     for combo in report.combos:
         if len(combo.axes) > report.max_axes:
             assert not combo.ok
+    effects = report.task_effects
+    assert effects is not None and effects.metrics == ["sentiment", "p_match", "p_match", "formality", "p_match"]
+    # Measured: happy raises VADER sentiment by +0.46 (95% CI 0.20-0.72); the next largest effect on sentiment is the
+    # agreeable axis's (+0.30), a real cross-effect that the activation projection alone does not name in task units.
+    assert effects.ci[0][0][0] > 0
+    assert effects.effect[0][0] > max(effects.effect[i][0] for i in range(1, 5))
     saved = json.loads(report.save_json(tmp_path / "interference.json").read_text())
     assert saved["max_axes"] == report.max_axes
     assert report.save_png(tmp_path / "interference.png").stat().st_size > 10_000

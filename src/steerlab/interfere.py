@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,6 +37,9 @@ from steerlab.models import LoadedModel
 from steerlab.pairs import PairSet
 from steerlab.steer import steer
 from steerlab.vector import Vector
+
+if TYPE_CHECKING:
+    from steerlab.bench.cross_effects import AxisTask, TaskCrossEffects
 
 Config = tuple[int, ...]  # indices of the axes steered together; () is the unsteered model
 
@@ -240,6 +243,7 @@ class InterferenceReport:
     settings: dict[str, Any]
     prompts: list[str]
     samples: dict[str, list[str]] = field(default_factory=dict)
+    task_effects: TaskCrossEffects | None = None  # cross-effects on each axis's bench task metric, when given
 
     def to_dict(self) -> dict[str, Any]:
         return _json_safe(asdict(self))
@@ -353,12 +357,15 @@ def measure_interference(
     min_solo_effect: float = 0.02,
     max_subsets: int = 64,
     seed: int = 0,
+    tasks: Mapping[str, AxisTask] | None = None,
 ) -> InterferenceReport:
     """Cosines, measured cross-effects and the "max axes" figure of `kit` on `model` (see the module docstring).
 
     `pairs`: held-out contrastive pairs per axis (by name, or one per entry in order); at most `max_pairs` of each
     are used. `min_solo_effect`: an axis whose solo shift is below this many held-out gaps counts as inert and is
     left out of the max-axes search. `max_subsets`: above this many combinations the search turns greedy.
+    `tasks`: a bench task with held-out items per axis (by name); when given, the cross-effects are also measured
+    on each axis's task metric (steerlab.bench.cross_effects).
     """
     if len(kit.entries) < 2:
         raise SteerlabError("interference needs a kit of at least two entries.")
@@ -368,6 +375,10 @@ def measure_interference(
             entry.vector.check_compatible(model)
         except SteerlabError as exc:
             raise SteerlabError(f"axis {label}: {exc}") from exc
+    if tasks:
+        from steerlab.bench.cross_effects import check_axes
+
+        check_axes(tasks, labels)  # before the long measurement, not after it
     pair_sets = _align_pairs(labels, pairs, max_pairs, seed)
     held = [calibrate(model, e, p, batch_size) for e, p in zip(kit.entries, pair_sets, strict=True)]
     units = [(h.read_layer, _unit(e.vector, h.read_layer)) for e, h in zip(kit.entries, held, strict=True)]
@@ -383,7 +394,7 @@ def measure_interference(
     search = _Search(run, shift, keep_fraction, floor, labels)
     best, method = search.max_axes(effective, max_subsets)
     ortho = orthogonalize_kit(kit)
-    return InterferenceReport(
+    report = InterferenceReport(
         names=labels,
         scales=[float(e.scale) for e in kit.entries],
         cosine=cosine_matrix(kit),
@@ -414,6 +425,11 @@ def measure_interference(
         prompts=chosen_prompts,
         samples={_config_name(c, labels): m.samples for c, m in run.results.items()},
     )
+    if tasks:
+        from steerlab.bench.cross_effects import task_cross_effects
+
+        report.task_effects = task_cross_effects(model, kit, tasks, labels, seed)
+    return report
 
 
 def _nonzero(value: float) -> float:
@@ -501,6 +517,8 @@ def save_heatmaps(report: InterferenceReport, path: Path) -> Path:
         ("cosine after Gram-Schmidt", report.cosine_orthogonalized, (-1.0, 1.0)),
         ("cross-effect: row steered, column measured (held-out gaps)", report.cross_effect, None),
     ]
+    if report.task_effects is not None:
+        panels.append(("cross-effect on each column's task metric", report.task_effects.effect, None))
     n = len(report.names)
     figure = Figure(figsize=(5.2 * len(panels), 0.55 * n + 3.2))
     FigureCanvasAgg(figure)

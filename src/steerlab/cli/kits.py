@@ -126,9 +126,18 @@ def interfere_cmd(
         Path | None, typer.Option(help="write a Gram-Schmidt orthogonalised copy of the kit to this kit file")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="rows per generation batch")] = 16,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=KIND:FILE held-out bench task per axis (KIND: ab, pair-logprob, mcq, sentiment, formality); "
+            "with it the cross-effects are also measured on each axis's task metric"
+        ),
+    ] = None,
+    task_items: Annotated[int, typer.Option(help="items of each axis's task evaluated at most")] = 16,
 ) -> None:
     """Measure how a kit's axes interfere: cosines, cross-effects, and the max number of axes that fit together."""
     from steerlab import kitfile
+    from steerlab.bench.cross_effects import parse_task_specs
     from steerlab.interfere import measure_interference
     from steerlab.models import load_model
     from steerlab.pairs import PairSet
@@ -139,6 +148,7 @@ def interfere_cmd(
     sources = {info.name: info.pairs for info in infos if info.pairs is not None}
     sources.update(_parse_named(pairs or [], "--pairs"))
     pair_sets = {name: PairSet.load(path) for name, path in sources.items()}
+    tasks = parse_task_specs(task or [], task_items, max_new_tokens)
     report = measure_interference(
         loaded,
         the_kit,
@@ -151,6 +161,7 @@ def interfere_cmd(
         keep_fraction=keep,
         fluency_tolerance=fluency_tolerance,
         batch_size=batch_size,
+        tasks=tasks or None,
     )
     print_report(report)
     if json_out:
@@ -189,6 +200,8 @@ def print_report(report: InterferenceReport) -> None:
         for name, row in zip(names, matrix, strict=True):
             table.add_row(name, *(_fmt(v) for v in row))
         console.print(table)
+    if report.task_effects is not None:
+        _print_task_effects(report)
     axes = Table("axis", "scale", "read layer", "held-out acc", "gap", "solo effect", "solo fluency", title="axes")
     for i, name in enumerate(names):
         held = report.held_out[name]
@@ -208,6 +221,17 @@ def print_report(report: InterferenceReport) -> None:
         f"[bold]max axes: {report.max_axes}[/bold] ({', '.join(report.max_axes_set) or 'none'}; "
         f"{report.search} search over {len(report.combos)} combinations)"
     )
+
+
+def _print_task_effects(report: InterferenceReport) -> None:
+    effects = report.task_effects
+    assert effects is not None
+    columns = [f"{n}\n{m} (n={k})" for n, m, k in zip(effects.names, effects.metrics, effects.n_items, strict=True)]
+    table = Table("", *columns, title="cross-effect on task metrics: steering ROW alone moves COLUMN's metric")
+    table.add_row("unsteered", *(f"{v:.3f}" for v in effects.unsteered))
+    for name, row, cis in zip(effects.names, effects.effect, effects.ci, strict=True):
+        table.add_row(name, *(f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" for v, (lo, hi) in zip(row, cis, strict=True)))
+    console.print(table)
 
 
 # ----- export / import -----
