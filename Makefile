@@ -29,6 +29,7 @@ demo: setup
 
 test: setup $(TEST_PREREQS)
 	$(PY) -m ruff check src tests bench
+	$(PY) -m mypy src
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup

@@ -160,10 +160,9 @@ def _generate_rows(
     pad = pad_id_of(model.tokenizer)
     kwargs: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     context = steer(model, steering) if any(s is not None for s in steering) else nullcontext()
+    hf: Any = model.hf_model  # typed as nn.Module; generate() comes from transformers' GenerationMixin
     with context:
-        out = model.hf_model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad, **kwargs
-        )
+        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad, **kwargs)
     eos = _eos_ids(model)
     rows = []
     for r in range(len(prompts)):

@@ -177,7 +177,9 @@ def _convert_gguf(gguf_path: Path, folder: Path, public_name: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        )
         # transformers dequantises GGUF weights on load; the quantizer left attached only blocks saving.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

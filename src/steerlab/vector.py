@@ -112,12 +112,13 @@ class Vector:
         if other.hidden_size != self.hidden_size:
             raise SteerlabError(f"cannot combine vectors of hidden size {self.hidden_size} and {other.hidden_size}.")
         layers = sorted(set(self.directions) | set(other.directions))
-        out = {}
+        out: dict[int, torch.Tensor] = {}
         for layer in layers:
             mine = self.directions.get(layer)
             theirs = other.directions.get(layer)
             if mine is None:
-                out[layer] = sign * theirs  # type: ignore[operator]
+                assert theirs is not None  # the layer came from one of the two
+                out[layer] = sign * theirs
             elif theirs is None:
                 out[layer] = mine.clone()
             else:

@@ -128,12 +128,13 @@ def generate_texts(
     """Greedy generations for each user prompt under `setting` (left-padded batches)."""
     model = setting.runner(base)
     pad = pad_id_of(model.tokenizer)
+    hf: Any = model.hf_model  # typed as nn.Module; generate() comes from transformers' GenerationMixin
     texts: list[str] = []
     for start in range(0, len(users), batch_size):
         prompts = [render_ids(model, u, setting) for u in users[start : start + batch_size]]
         ids, mask, _, _ = pad_batch(prompts, pad, "left", model.device)
         with setting.context(model):
-            out = model.hf_model.generate(
+            out = hf.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 max_new_tokens=max_new_tokens,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -101,7 +102,7 @@ class RemoteStore:
         fits: Fit | Any | None = None,
         namespace: str | None = None,
         all_versions: bool = False,
-    ) -> list[EntryInfo]:
+    ) -> builtins.list[EntryInfo]:
         params: dict[str, Any] = {"all_versions": all_versions}
         filters = {"q": text, "tag": tag, "base_model": base_model, "kind": kind, "namespace": namespace}
         params.update({key: value for key, value in filters.items() if value})

@@ -25,6 +25,7 @@ from steerlab.hub.errors import TooLarge, Unauthorized, status_of
 from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER
 from steerlab.hub.refs import check_name, parse_ref
 from steerlab.hub.store import Access, LocalStore, Publication
+from steerlab.hub.validate import DEFAULT_MAX_BYTES
 
 
 def _bearer(request: Request) -> str | None:
@@ -153,6 +154,5 @@ async def _receive(store: LocalStore, request: Request, pub: Publication, who: A
 def serve(root: Path, host: str, port: int, catalog_url: str | None = None, max_bytes: int | None = None) -> None:
     import uvicorn
 
-    options = {"max_bytes": max_bytes} if max_bytes else {}
-    store = LocalStore(root, catalog_url=catalog_url, **options)
+    store = LocalStore(root, catalog_url=catalog_url, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
     uvicorn.run(create_app(store), host=host, port=port, log_level="info")

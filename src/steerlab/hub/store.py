@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import secrets
@@ -297,7 +298,7 @@ class LocalStore:
         namespace: str | None = None,
         all_versions: bool = False,
         access: Access | None = None,
-    ) -> list[EntryInfo]:
+    ) -> builtins.list[EntryInfo]:
         """Latest version of every entry matching all of: text (name, description, tags, model), tag, base model;
         `fits` (a LoadedModel or Fit) keeps only what that model can load."""
         conditions = [Entry.namespace == check_name(namespace, "namespace")] if namespace else []
@@ -320,7 +321,7 @@ class LocalStore:
             found = [info for info in found if fit.accepts(info)]
         return found
 
-    def _visible(self, rows: list[Entry], access: Access | None, all_versions: bool) -> list[EntryInfo]:
+    def _visible(self, rows: builtins.list[Entry], access: Access | None, all_versions: bool) -> builtins.list[EntryInfo]:
         access = self._who(access)
         private = set() if access.read_all else self._private_namespaces() - {access.namespace}
         rows = [r for r in rows if r.namespace not in private]
