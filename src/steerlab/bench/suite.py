@@ -13,6 +13,7 @@ from steerlab.bench.data import (
     load_labelled,
     load_mcq,
     load_minimal_pairs,
+    load_prompts,
     shuffled,
     split_disjoint,
 )
@@ -45,16 +46,23 @@ INSTRUCTIONS = {
 }
 
 
-def _classify(name: str, scorer: str, labelled_path: Path, size: Size) -> TaskSpec:
+def open_prompts(root: Path, split: str, n: int) -> list[str]:
+    """n open instructions (Alpaca, from the refusal-direction harmless splits) on which a tone can show."""
+    return shuffled(load_prompts(root / "refusal-direction" / "splits" / f"harmless_{split}.json"), SEED)[:n]
+
+
+def _classify(name: str, scorer: str, labelled_path: Path, root: Path, size: Size) -> TaskSpec:
     labelled = balanced_labelled(load_labelled(labelled_path), size.pairs, SEED)
-    prompts = shuffled(NEUTRAL_PROMPTS, SEED)
-    val, test = prompts[: size.val], prompts[size.val : size.val + size.test]
+    # Validation and test prompts come from different files (Alpaca's val and test splits), so they never overlap.
+    val, test = open_prompts(root, "val", size.val), open_prompts(root, "test", size.test)
     task = ClassifyTask(scorer=scorer, max_new_tokens=size.gen_tokens)
-    return TaskSpec(name, task, labelled, val, test, 1, INSTRUCTIONS[name], str(labelled_path))
+    spec = TaskSpec(name, task, labelled, val, test, 1, INSTRUCTIONS[name], str(labelled_path))
+    spec.notes.append("generations from Alpaca instructions (refusal-direction harmless val/test splits, CC BY-NC 4.0)")
+    return spec
 
 
 def formality(root: Path, size: Size) -> TaskSpec:
-    spec = _classify("formality", "formality", root / "formality-pavlick" / "train.csv", size)
+    spec = _classify("formality", "formality", root / "formality-pavlick" / "train.csv", root, size)
     from steerlab.bench.formality import train_judge
 
     judge = train_judge(str(root / "formality-pavlick"))
@@ -66,7 +74,7 @@ def formality(root: Path, size: Size) -> TaskSpec:
 
 
 def sentiment(root: Path, size: Size) -> TaskSpec:
-    return _classify("sentiment", "sentiment", root / "sst" / "sst2_binary_dev.jsonl", size)
+    return _classify("sentiment", "sentiment", root / "sst" / "sst2_binary_dev.jsonl", root, size)
 
 
 def _caa(name: str, behavior: str, goal: int, root: Path, size: Size) -> TaskSpec:
@@ -134,7 +142,15 @@ def options(quick: bool) -> RunOptions:
             lora=LoraConfig(epochs=1, batch_size=8),
             latency_rounds=1,
         )
-    return RunOptions(n_windows=3, n_fluency=8, gen_tokens=FULL.gen_tokens, k_shots=4, lora=LoraConfig(epochs=3))
+    return RunOptions(
+        n_windows=3,
+        # 0.0625 too: in the quick runs the classify axes broke the fluency budget already at 0.125.
+        scales=(0.0625, 0.125, 0.25, 0.5, 1.0),
+        n_fluency=8,
+        gen_tokens=FULL.gen_tokens,
+        k_shots=4,
+        lora=LoraConfig(epochs=3),
+    )
 
 
 def seed_suite(root: Path, quick: bool, axes: tuple[str, ...] | None = None) -> list[TaskSpec]:
