@@ -321,7 +321,9 @@ class LocalStore:
             found = [info for info in found if fit.accepts(info)]
         return found
 
-    def _visible(self, rows: builtins.list[Entry], access: Access | None, all_versions: bool) -> builtins.list[EntryInfo]:
+    def _visible(
+        self, rows: builtins.list[Entry], access: Access | None, all_versions: bool
+    ) -> builtins.list[EntryInfo]:
         access = self._who(access)
         private = set() if access.read_all else self._private_namespaces() - {access.namespace}
         rows = [r for r in rows if r.namespace not in private]
