@@ -6,11 +6,12 @@ import dataclasses
 import json
 import math
 import struct
+import typing
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from steerlab.errors import SteerlabError
 from steerlab.hub.blobs import DIGEST_RE
@@ -26,32 +27,31 @@ KIT_FORMAT = "steerlab.kit"
 KIT_POSITIONS = ("all", "prompt", "generated")
 
 
-class CardSchema(BaseModel):
-    """The card's JSON schema; fields the Card dataclass gains later pass through untyped."""
+# Where the card's JSON form differs from the Card dataclass: layer keys are strings, and a whole-number scale may be
+# written as an int. Every other field takes its type and default from Card, so a field added there is checked here.
+_JSON_TYPES: dict[str, Any] = {
+    "norms": dict[str, float],
+    "diagnostics": dict[str, dict[str, float]],
+    "recommended_scale": float | int,
+}
+_REQUIRED = ("hidden_size",)
 
-    model_config = ConfigDict(extra="allow", strict=True)
 
-    base_model: str = ""
-    model_fingerprint: str = ""
-    hidden_size: int
-    n_layers: int = 0
-    layer_convention: str = LAYER_CONVENTION
-    site: str = "residual"
-    method: str = ""
-    position: str = ""
-    n_pairs: int = 0
-    dataset_hash: str = ""
-    norms: dict[str, float] = {}
-    diagnostics: dict[str, dict[str, float]] = {}
-    recommended_layers: list[int] = []
-    recommended_scale: float | int = 1.0
-    name: str = ""
-    description: str = ""
-    author: str = ""
-    license: str = ""
-    created_at: str = ""
-    metadata: dict[str, Any] = {}
-    format_version: int = FORMAT_VERSION
+def _card_schema() -> type[BaseModel]:
+    hints = typing.get_type_hints(Card)
+    fields: dict[str, Any] = {}
+    for spec in dataclasses.fields(Card):
+        kind = _JSON_TYPES.get(spec.name, hints[spec.name])
+        if spec.name in _REQUIRED:
+            fields[spec.name] = (kind, ...)
+        elif spec.default is not dataclasses.MISSING:
+            fields[spec.name] = (kind, spec.default)
+        else:
+            fields[spec.name] = (kind, Field(default_factory=spec.default_factory))
+    return create_model("CardSchema", __config__=ConfigDict(extra="allow", strict=True), **fields)
+
+
+CardSchema = _card_schema()
 
 
 @dataclass
@@ -110,21 +110,21 @@ def check_card(card: Any) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise SteerlabError("the card must be a JSON object.")
     try:
-        parsed = CardSchema.model_validate(card)
+        parsed = CardSchema.model_validate(card).model_dump()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         raise SteerlabError(f"the card does not match its schema: {problems}.") from exc
     unknown = sorted(set(card) - {f.name for f in dataclasses.fields(Card)})
     if unknown:
         raise SteerlabError(f"the card has unknown fields {unknown}; remove them or put them under 'metadata'.")
-    if parsed.hidden_size <= 0 or parsed.n_layers < 0:
+    if parsed["hidden_size"] <= 0 or parsed["n_layers"] < 0:
         raise SteerlabError("card.hidden_size must be positive and card.n_layers non-negative.")
-    if parsed.layer_convention != LAYER_CONVENTION:
-        convention = parsed.layer_convention
+    if parsed["layer_convention"] != LAYER_CONVENTION:
+        convention = parsed["layer_convention"]
         raise SteerlabError(f"card.layer_convention is {convention!r}; the store holds {LAYER_CONVENTION!r}.")
-    if parsed.format_version > FORMAT_VERSION:
-        raise SteerlabError(f"card format_version {parsed.format_version} is newer than this steerlab understands.")
-    if not math.isfinite(float(parsed.recommended_scale)):
+    if parsed["format_version"] > FORMAT_VERSION:
+        raise SteerlabError(f"card format_version {parsed['format_version']} is newer than this steerlab understands.")
+    if not math.isfinite(float(parsed["recommended_scale"])):
         raise SteerlabError("card.recommended_scale must be finite.")
     return card
 
