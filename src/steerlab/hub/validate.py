@@ -47,7 +47,7 @@ def _card_schema() -> type[BaseModel]:
         elif spec.default is not dataclasses.MISSING:
             fields[spec.name] = (kind, spec.default)
         else:
-            fields[spec.name] = (kind, Field(default_factory=spec.default_factory))
+            fields[spec.name] = (kind, Field(default_factory=typing.cast(Any, spec.default_factory)))
     return create_model("CardSchema", __config__=ConfigDict(extra="allow", strict=True), **fields)
 
 
