@@ -82,11 +82,23 @@ def test_cli_errors_exit_non_zero_with_a_clear_message(tmp_path) -> None:
     assert not (tmp_path / "v").exists()
 
 
+def test_left_out_scale_and_layers_come_from_the_calibrated_card(tmp_path: Path) -> None:
+    import torch
+
+    from steerlab.cli.common import load_vector_spec
+    from steerlab.vector import Card, Vector
+
+    card = Card(recommended_scale=-0.3, recommended_layers=[2, 3])
+    path = Vector({la: torch.ones(8) for la in range(5)}, card).save(tmp_path / "v.safetensors")
+    assert load_vector_spec(str(path))[1:] == (-0.3, [2, 3])
+    assert load_vector_spec(f"{path}:0.5@1")[1:] == (0.5, [1])
+
+
 def test_spec_parsing() -> None:
     assert parse_layers("8-10,12") == [8, 9, 10, 12]
     assert parse_layers(None) is None
     assert parse_vector_spec("a/b.safetensors:0.5@3-4") == (Path("a/b.safetensors"), 0.5, [3, 4])
-    assert parse_vector_spec("v.safetensors")[1:] == (1.0, None)
+    assert parse_vector_spec("v.safetensors")[1:] == (None, None)  # left to the card
     assert parse_vector_spec("C:/x/v.safetensors:-2")[1] == -2.0
     with pytest.raises(SteerlabError, match="cannot read layers"):
         parse_layers("eight")

@@ -22,10 +22,10 @@ def parse_layers(text: str | None) -> list[int] | None:
     return sorted(layers)
 
 
-def parse_vector_spec(spec: str) -> tuple[Path, float, list[int] | None]:
-    """'V.safetensors[:SCALE][@LAYERS]' -> (path, scale, layers)."""
+def parse_vector_spec(spec: str) -> tuple[Path, float | None, list[int] | None]:
+    """'V.safetensors[:SCALE][@LAYERS]' -> (path, scale, layers); None where the spec leaves it out."""
     body, _, layer_text = spec.partition("@")
-    path_text, scale = body, 1.0
+    path_text, scale = body, None
     head, sep, tail = body.rpartition(":")
     if sep and head:
         try:
@@ -37,5 +37,8 @@ def parse_vector_spec(spec: str) -> tuple[Path, float, list[int] | None]:
 
 
 def load_vector_spec(spec: str) -> tuple[Vector, float, list[int] | None]:
+    """The vector, its scale and layers; what the spec leaves out comes from the card (`steerlab calibrate` sets it)."""
     path, scale, layers = parse_vector_spec(spec)
-    return Vector.load(path), scale, layers
+    vector = Vector.load(path)
+    chosen = vector.card.recommended_scale if scale is None else scale
+    return vector, chosen, layers or vector.card.recommended_layers or None

@@ -56,14 +56,14 @@ def _kit_from_specs(specs: list[str]) -> Kit:
     entries = []
     for spec in specs:
         vector, scale, layers = load_vector_spec(spec)
-        entries.append(KitEntry(vector, scale, layers or vector.card.recommended_layers or None))
+        entries.append(KitEntry(vector, scale, layers))
     return Kit(entries)
 
 
 def generate_cmd(
     prompt: Annotated[str, typer.Argument(help="the user message")],
     model: ModelOpt = DEFAULT_MODEL,
-    vector: Annotated[list[str] | None, typer.Option(help="V.safetensors[:SCALE][@LAYERS], repeatable")] = None,
+    vector: Annotated[list[str] | None, typer.Option(help="V.safetensors[:SCALE][@LAYERS], repeatable; left out: the card's calibrated values")] = None,
     kit: Annotated[Path | None, typer.Option(help="a kit file (steerlab kit new)")] = None,
     compare: Annotated[bool, typer.Option(help="show the unsteered answer beside the steered one")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 64,

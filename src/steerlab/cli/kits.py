@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steerlab.cli.common import parse_layers, parse_vector_spec
+from steerlab.cli.common import load_vector_spec, parse_layers, parse_vector_spec
 from steerlab.errors import SteerlabError
 from steerlab.models import DEFAULT_MODEL
 
@@ -44,7 +44,7 @@ def _layer_text(layers: list[int] | None) -> str:
 # ----- kit new / show -----
 def kit_new_cmd(
     name: Annotated[str, typer.Argument(help="the kit's name (also the default file name NAME.json)")],
-    vector: Annotated[list[str], typer.Option(help="V.safetensors[:SCALE][@LAYERS], repeatable")],
+    vector: Annotated[list[str], typer.Option(help="V.safetensors[:SCALE][@LAYERS], repeatable; left out: the card's calibrated values")],
     out: Annotated[Path | None, typer.Option(help="kit file to write (.json or .toml; default NAME.json)")] = None,
     pairs: Annotated[
         list[str] | None, typer.Option(help="NAME=FILE held-out pairs for `interfere`, repeatable")
@@ -57,15 +57,12 @@ def kit_new_cmd(
     """Write a kit file that names each vector by relative path and sha256."""
     from steerlab import kitfile
     from steerlab.kit import Kit, KitCard, KitEntry
-    from steerlab.vector import Vector
 
     entries, files = [], []
     for spec in vector:
-        path, scale, layers = parse_vector_spec(spec)
-        loaded = Vector.load(path)
-        layers = layers or loaded.card.recommended_layers or None
+        loaded, scale, layers = load_vector_spec(spec)
         entries.append(KitEntry(loaded, scale, layers, positions, mode))  # type: ignore[arg-type]
-        files.append(path)
+        files.append(parse_vector_spec(spec)[0])
     _check_same_model(entries)
     base = next((e.vector.card.base_model for e in entries if e.vector.card.base_model), "")
     kit = Kit(entries, KitCard(name=name, description=description, base_model=base, author=author))
