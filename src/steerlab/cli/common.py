@@ -22,6 +22,9 @@ def parse_layers(text: str | None) -> list[int] | None:
     return sorted(layers)
 
 
+VECTOR_HELP = "V.safetensors[:SCALE][@LAYERS], repeatable; what is left out comes from the card (calibrated values)"
+
+
 def parse_vector_spec(spec: str) -> tuple[Path, float | None, list[int] | None]:
     """'V.safetensors[:SCALE][@LAYERS]' -> (path, scale, layers); None where the spec leaves it out."""
     body, _, layer_text = spec.partition("@")

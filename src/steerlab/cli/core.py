@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steerlab.cli.common import load_vector_spec, parse_layers
+from steerlab.cli.common import VECTOR_HELP, load_vector_spec, parse_layers
 from steerlab.errors import SteerlabError
 from steerlab.kit import Kit, KitEntry
 from steerlab.models import DEFAULT_MODEL
@@ -63,7 +63,7 @@ def _kit_from_specs(specs: list[str]) -> Kit:
 def generate_cmd(
     prompt: Annotated[str, typer.Argument(help="the user message")],
     model: ModelOpt = DEFAULT_MODEL,
-    vector: Annotated[list[str] | None, typer.Option(help="V.safetensors[:SCALE][@LAYERS], repeatable; left out: the card's calibrated values")] = None,
+    vector: Annotated[list[str] | None, typer.Option(help=VECTOR_HELP)] = None,
     kit: Annotated[Path | None, typer.Option(help="a kit file (steerlab kit new)")] = None,
     compare: Annotated[bool, typer.Option(help="show the unsteered answer beside the steered one")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 64,

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steerlab.cli.common import load_vector_spec, parse_layers, parse_vector_spec
+from steerlab.cli.common import VECTOR_HELP, load_vector_spec, parse_layers, parse_vector_spec
 from steerlab.errors import SteerlabError
 from steerlab.models import DEFAULT_MODEL
 
@@ -44,7 +44,7 @@ def _layer_text(layers: list[int] | None) -> str:
 # ----- kit new / show -----
 def kit_new_cmd(
     name: Annotated[str, typer.Argument(help="the kit's name (also the default file name NAME.json)")],
-    vector: Annotated[list[str], typer.Option(help="V.safetensors[:SCALE][@LAYERS], repeatable; left out: the card's calibrated values")],
+    vector: Annotated[list[str], typer.Option(help=VECTOR_HELP)],
     out: Annotated[Path | None, typer.Option(help="kit file to write (.json or .toml; default NAME.json)")] = None,
     pairs: Annotated[
         list[str] | None, typer.Option(help="NAME=FILE held-out pairs for `interfere`, repeatable")
