@@ -117,6 +117,10 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"\n![{Path(png).stem}]({png})")
     if doc.get("plots"):
         lines += ["", "## Across axes", ""] + [f"![{Path(p).stem}]({p})" for p in doc["plots"]]
+    if doc.get("interference"):
+        from steerlab.bench.suite_kit import markdown as interference_markdown
+
+        lines += interference_markdown(doc["interference"])
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +178,9 @@ def _task_plots(task: dict[str, Any], out_dir: Path) -> list[str]:
     return [str(p.relative_to(out_dir)) for p in made]
 
 
-def write_all(out_dir: Path, results: list[TaskResult], meta: dict[str, Any]) -> dict[str, Any]:
+def write_all(
+    out_dir: Path, results: list[TaskResult], meta: dict[str, Any], interference: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """results.json at the top (every row; calibration of the first axis, all axes under calibration.per_task),
     DIR/<axis>/results.json per axis in the exact single-task shape, report.md, report.html and the PNGs."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -198,12 +204,26 @@ def write_all(out_dir: Path, results: list[TaskResult], meta: dict[str, Any]) ->
         "meta": meta,
         "plots": [],
     }
+    if interference is not None:
+        doc["interference"] = interference
     if len(tasks) > 1:
         doc["plots"].append(str(plots.lora_share_bars(summary, out_dir / "pct_of_lora.png").relative_to(out_dir)))
+    write_doc(out_dir, doc)
+    return doc
+
+
+def write_doc(out_dir: Path, doc: dict[str, Any]) -> None:
+    """results.json, report.md and report.html from one document (also used to add a section to a finished run)."""
     (out_dir / "results.json").write_text(_dump(doc))
     md_text = markdown(doc)
     (out_dir / "report.md").write_text(md_text)
     (out_dir / "report.html").write_text(html_page(doc, md_text, out_dir))
+
+
+def add_interference(out_dir: Path, section: dict[str, Any]) -> dict[str, Any]:
+    doc = json.loads((out_dir / "results.json").read_text())
+    doc["interference"] = clean(section)
+    write_doc(out_dir, doc)
     return doc
 
 

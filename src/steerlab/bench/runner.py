@@ -61,6 +61,7 @@ class TaskSpec:
     instruction: str | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    held: Sequence[Any] = ()  # train-kind items the vector never saw, for held-out pairs (default: validation)
 
 
 @dataclass
@@ -90,6 +91,8 @@ def check_disjoint(spec: TaskSpec) -> None:
     """Extraction (train), validation and test never share an item; ad-hoc files are checked here too."""
     train = {_key(i) for i in spec.train}
     val = {_key(i) for i in spec.val}
+    if train & {_key(i) for i in spec.held}:
+        raise SteerlabError(f"{spec.name}: held-out items overlap the training items.")
     test = {_key(i) for i in spec.test}
     for a, b, names in ((train, val, "train/validation"), (train, test, "train/test"), (val, test, "validation/test")):
         if a & b:

@@ -52,11 +52,14 @@ def open_prompts(root: Path, split: str, n: int) -> list[str]:
 
 
 def _classify(name: str, scorer: str, labelled_path: Path, root: Path, size: Size) -> TaskSpec:
-    labelled = balanced_labelled(load_labelled(labelled_path), size.pairs, SEED)
+    everything = load_labelled(labelled_path)
+    labelled = balanced_labelled(everything, size.pairs, SEED)
+    used = set(labelled)
+    held = balanced_labelled([i for i in everything if i not in used], size.val, SEED)
     # Validation and test prompts come from different files (Alpaca's val and test splits), so they never overlap.
     val, test = open_prompts(root, "val", size.val), open_prompts(root, "test", size.test)
     task = ClassifyTask(scorer=scorer, max_new_tokens=size.gen_tokens)
-    spec = TaskSpec(name, task, labelled, val, test, 1, INSTRUCTIONS[name], str(labelled_path))
+    spec = TaskSpec(name, task, labelled, val, test, 1, INSTRUCTIONS[name], str(labelled_path), held=held)
     spec.notes.append("generations from Alpaca instructions (refusal-direction harmless val/test splits, CC BY-NC 4.0)")
     return spec
 

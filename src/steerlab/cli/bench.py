@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -52,6 +52,12 @@ def bench_cmd(
     ] = 0.1,
     gen_tokens: Annotated[int | None, typer.Option(help="tokens generated per prompt (fluency, classify)")] = None,
     n_fluency: Annotated[int | None, typer.Option(help="prompts whose generations measure fluency")] = None,
+    interference: Annotated[
+        bool, typer.Option(help="suite: then measure how the calibrated axes interfere as one kit")
+    ] = True,
+    interference_only: Annotated[
+        bool, typer.Option(help="suite: only add the interference section to the finished run in --out")
+    ] = False,
 ) -> None:
     """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
     import torch
@@ -84,6 +90,11 @@ def bench_cmd(
         raise SteerlabError("say what to run: --suite seed [--quick], or --task KIND --pairs TRAIN --eval TEST.")
     torch.manual_seed(0)
     loaded = load_model(model)
+    if suite is not None and interference_only:
+        from steerlab.bench.suite_kit import saved_vectors
+
+        _add_interference(loaded, specs, saved_vectors(out), out, quick, opts.gen_tokens)
+        return
     results = []
     meta = {"suite": suite or f"ad-hoc {task}", "quick": quick, "model": loaded.name, "seed": 0}
     meta["threads"] = torch.get_num_threads()
@@ -93,9 +104,27 @@ def bench_cmd(
         # Written after every axis, so a long suite that is stopped still leaves what it measured.
         meta.update(run_seconds=time.perf_counter() - started, complete=len(results) == len(specs))
         doc = write_all(out, results, meta)
+    if suite is not None and interference and len(results) > 1:
+        _add_interference(loaded, specs, {r.name: r.vector for r in results}, out, quick, opts.gen_tokens)
     for s in doc["summary"]:
         console.print(f"{s['name']}: " + ", ".join(f"{c}={v:.3f}" for c, v in s["values"].items()))
     console.print(f"[green]wrote[/green] {out}/results.json, report.md, report.html ({meta['run_seconds']:.0f} s)")
+
+
+def _add_interference(
+    loaded: Any, specs: list[Any], vectors: dict[str, Any], out: Path, quick: bool, tokens: int
+) -> None:
+    from steerlab.bench import suite_kit
+    from steerlab.bench.report import add_interference
+
+    started = time.perf_counter()
+    console.print(f"[bold]interference[/bold] of the calibrated axes as one kit: {', '.join(vectors)}")
+    report = suite_kit.measure_suite_kit(loaded, specs, vectors, n_items=8 if quick else 16, gen_tokens=tokens)
+    section = suite_kit.write(report, out)
+    section["seconds"] = time.perf_counter() - started
+    add_interference(out, section)
+    chosen = ", ".join(report.max_axes_set) or "none"
+    console.print(f"max axes {report.max_axes} ({chosen}); interference measured in {section['seconds']:.0f} s")
 
 
 def calibrate_cmd(

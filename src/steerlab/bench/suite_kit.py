@@ -1,0 +1,121 @@
+"""The suite's calibrated vectors as one kit: how the axes interfere at the layers and scales the bench chose.
+
+Every axis's vector enters at its calibrated layers and scale (from its card). The activation-projection measure reads
+held-out pairs the vector was not extracted from (each spec's `held` items, else its validation items); the task
+measure scores each axis's own test items, so the cross-effects are in the units of the table above them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from steerlab.bench.cross_effects import AxisTask
+from steerlab.bench.runner import TaskSpec
+from steerlab.errors import SteerlabError
+from steerlab.interfere import InterferenceReport, measure_interference
+from steerlab.kit import Kit, KitCard, KitEntry
+from steerlab.models import LoadedModel
+from steerlab.vector import Vector
+
+
+def calibrated_kit(vectors: dict[str, Vector]) -> Kit:
+    """One entry per axis at the layers and scale its card records (the bench's calibration writes them there)."""
+    entries = [KitEntry(v, v.card.recommended_scale, list(v.card.recommended_layers) or None) for v in vectors.values()]
+    card = KitCard(name="seed-suite", description="every bench axis at its calibrated layers and scale")
+    return Kit(entries, card)
+
+
+def measure_suite_kit(
+    base: LoadedModel, specs: list[TaskSpec], vectors: dict[str, Vector], n_items: int, gen_tokens: int
+) -> InterferenceReport:
+    by_name = {s.name: s for s in specs}
+    missing = sorted(set(vectors) - set(by_name))
+    if missing:
+        raise SteerlabError(f"no suite axis named {missing}; the suite has {', '.join(by_name)}.")
+    names = list(vectors)
+    pairs = {n: by_name[n].task.extraction_pairs(list(by_name[n].held or by_name[n].val)) for n in names}
+    tasks = {n: AxisTask(by_name[n].task, list(by_name[n].test)[:n_items], by_name[n].source) for n in names}
+    return measure_interference(
+        base,
+        calibrated_kit(vectors),
+        pairs,
+        names=names,
+        prompts_per_axis=2,
+        max_new_tokens=gen_tokens,
+        max_subsets=16,
+        tasks=tasks,
+    )
+
+
+def saved_vectors(out_dir: Path) -> dict[str, Vector]:
+    """The calibrated vectors a finished suite run left in out_dir/<axis>/vector.safetensors, in the run's order."""
+    doc = out_dir / "results.json"
+    if not doc.is_file():
+        raise SteerlabError(
+            f"{out_dir} holds no results.json: run `steerlab bench --suite seed --out {out_dir}` first."
+        )
+    names = [t["name"] for t in json.loads(doc.read_text())["tasks"]]
+    return {n: Vector.load(out_dir / n / "vector.safetensors") for n in names}
+
+
+def write(report: InterferenceReport, out_dir: Path) -> dict[str, Any]:
+    """interference.json and interference.png under out_dir; returns what the suite report shows."""
+    report.save_json(out_dir / "interference.json")
+    report.save_png(out_dir / "interference.png")
+    return {"json": "interference.json", "png": "interference.png", **summary(report)}
+
+
+def summary(report: InterferenceReport) -> dict[str, Any]:
+    effects = report.task_effects
+    return {
+        "names": report.names,
+        "scales": report.scales,
+        "max_axes": report.max_axes,
+        "max_axes_set": report.max_axes_set,
+        "effective": report.effective,
+        "fluency_unsteered": report.fluency_unsteered,
+        "fluency_solo": report.fluency_solo,
+        "fluency_floor": report.settings["fluency_floor"],
+        "task_metrics": effects.metrics if effects else [],
+        "task_effect": effects.effect if effects else [],
+        "task_ci": effects.ci if effects else [],
+        "n_items": effects.n_items if effects else [],
+    }
+
+
+def markdown(section: dict[str, Any]) -> list[str]:
+    names, metrics = section["names"], section["task_metrics"]
+    lines = [
+        "",
+        "## Interference of the calibrated axes",
+        "",
+        "Each axis's vector at its calibrated layers and scale. Cell = how much steering the ROW axis alone moves the "
+        "COLUMN axis's task metric (its own test items), with a paired bootstrap 95% CI; the diagonal is each axis's "
+        "own effect. Full report (cosines, activation-projection cross-effects, combinations tried): "
+        f"`{section['json']}`.",
+        "",
+        "| steered \\ measured | " + " | ".join(f"{n} ({m})" for n, m in zip(names, metrics, strict=True)) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for name, row, cis in zip(names, section["task_effect"], section["task_ci"], strict=True):
+        cells = [f"{_signed(v)} [{_signed(lo)}, {_signed(hi)}]" for v, (lo, hi) in zip(row, cis, strict=True)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    chosen = ", ".join(section["max_axes_set"]) or "none"
+    lines += [
+        "",
+        f"Max axes (each keeps >= 80% of its solo effect on the projection measure, fluency within 10%): "
+        f"**{section['max_axes']}** ({chosen}); axes with a measurable solo effect: "
+        f"{', '.join(section['effective']) or 'none'}.",
+        "",
+        f"![interference]({section['png']})",
+    ]
+    return lines
+
+
+def _signed(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.3f}"
