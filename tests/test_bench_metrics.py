@@ -11,7 +11,7 @@ from tiny import tiny_model
 from steerlab.bench.data import ABItem, Labelled, MCQItem, MinimalPair, balanced_labelled, load_ab, split_disjoint
 from steerlab.bench.fluency import fluency_scores, repetition_rate
 from steerlab.bench.scoring import PLAIN, Setting, continuation_logprobs, render_ids
-from steerlab.bench.stats import mean_ci, row
+from steerlab.bench.stats import mean_ci, paired_diff_row, row
 from steerlab.bench.tasks import ABTask, ClassifyTask, MCQTask, PairLogprobTask, make_task, mcq_prompt, vader_scorer
 from steerlab.errors import SteerlabError
 from steerlab.kit import Kit
@@ -40,6 +40,39 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
     assert mean_ci([2.0]) == (2.0, 2.0, 2.0)
     assert mean_ci([1.0, math.nan, 3.0])[0] == 2.0
     assert row("t", "c", "m", [1.0, math.nan])["n"] == 1
+
+
+def test_paired_difference_sees_a_shift_the_unpaired_intervals_hide():
+    # Items differ a lot from each other; the condition adds exactly +0.1 to every one of them.
+    before = [0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]
+    after = [b + 0.1 for b in before]
+    hi_before = mean_ci(before)[2]
+    _, lo_after, _ = mean_ci(after)
+    assert lo_after < hi_before  # the two conditions' own intervals overlap...
+    paired = paired_diff_row("t", "steering", "p_match", after, before)
+    assert paired["metric"] == "delta_p_match" and paired["n"] == 8
+    assert paired["value"] == pytest.approx(0.1) and paired["ci"][0] == pytest.approx(0.1)  # ...the paired one is tight
+    drop = paired_diff_row("t", "c", "m", [1.0, math.nan, 3.0], [0.0, 1.0, 1.0])
+    assert drop["n"] == 2 and drop["value"] == 1.5
+    with pytest.raises(ValueError, match="same items"):
+        paired_diff_row("t", "c", "m", [1.0], [1.0, 2.0])
+
+
+def test_summary_marks_conditions_whose_paired_difference_excludes_zero():
+    from steerlab.bench.report import summarise
+
+    rows = [
+        row("ax", "unsteered", "p_match", [0.4, 0.6]),
+        row("ax", "steering", "p_match", [0.5, 0.7]),
+        row("ax", "lora", "p_match", [0.3, 0.7]),
+        paired_diff_row("ax", "steering", "p_match", [0.5, 0.7], [0.4, 0.6]),
+        paired_diff_row("ax", "lora", "p_match", [0.3, 0.7], [0.4, 0.6]),
+    ]
+    task = {"name": "ax", "rows": rows, "costs": {}, "info": {"goal": 1, "metric": "p_match", "n_test": 2}}
+    summary = summarise(task)
+    assert summary["significant"]["steering"] is True and summary["significant"]["lora"] is False
+    assert summary["significant"]["prompting"] is None and not summary["lora_effect_significant"]
+    assert math.isnan(summary["pct_of_lora"]["steering"])
 
 
 def test_repetition_rate_counts_repeated_trigrams():

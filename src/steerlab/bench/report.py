@@ -21,6 +21,19 @@ def _primary(task: dict[str, Any], condition: str, metric: str | None = None) ->
     return next((r for r in task["rows"] if r["condition"] == condition and r["metric"] == wanted), None)
 
 
+def _moved(task: dict[str, Any], condition: str, base: dict[str, Any] | None) -> bool | None:
+    """Whether the condition moved the primary metric: its paired-difference CI excludes 0 (runs before paired rows
+    existed: its own CI excludes the unsteered mean). None when it was not run."""
+    paired = _primary(task, condition, f"delta_{task['info']['metric']}")
+    if paired is not None:
+        lo, hi = paired["ci"]
+        return lo is not None and not lo <= 0.0 <= hi
+    own = _primary(task, condition)
+    if own is None or base is None or own["ci"][0] is None:
+        return None
+    return not own["ci"][0] <= base["value"] <= own["ci"][1]
+
+
 def summarise(task: dict[str, Any]) -> dict[str, Any]:
     """Goal-signed effects vs unsteered, % of the LoRA effect, fluency, latency and training cost for one axis."""
     goal = task["info"]["goal"]
@@ -31,12 +44,9 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
         if found is not None and base is not None:
             effects[condition] = goal * (found["value"] - base["value"])
     lora_effect = effects.get("lora")
-    lora = _primary(task, "lora")
-    # A ratio to a LoRA effect indistinguishable from zero is noise: only report it when LoRA's 95% CI
-    # excludes the unsteered mean.
-    significant = bool(
-        lora and base and lora["ci"][0] is not None and not lora["ci"][0] <= base["value"] <= lora["ci"][1]
-    )
+    moved = {c: _moved(task, c, base) for c in CONDITIONS[1:]}
+    # A ratio to a LoRA effect indistinguishable from zero is noise: only report it when LoRA moved the metric.
+    significant = bool(moved.get("lora"))
     pct = {
         m: (100 * effects[m] / lora_effect if significant and lora_effect and m in effects else math.nan)
         for m in METHODS
@@ -52,6 +62,7 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
         "effects": effects,
         "pct_of_lora": pct,
         "lora_effect_significant": significant,
+        "significant": moved,
         "fluency": fluency,
         "latency_overhead_pct": costs.get("latency", {}).get("overhead_pct", math.nan),
         "lora_train_s": costs.get("lora_train_s", math.nan),
@@ -72,7 +83,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Model `{meta['model']}`; run time {meta['run_seconds']:.0f} s on {meta['threads']} CPU threads"
         f"{' (quick subset)' if meta.get('quick') else ''}; seed {meta['seed']}; bootstrap 95% CIs "
         f"over items. Effects are signed by each axis's goal (+ = moved the way the axis wants). "
-        "'n/s': LoRA's effect is not significant (its 95% CI contains the unsteered mean), so no % is given."
+        "'*': the condition moved the metric (the 95% CI of its per-item difference from unsteered, on the same "
+        "items, excludes 0). 'n/s': LoRA did not, so no % of its effect is given."
     )
     if not meta.get("complete", True):
         lines.append("")
@@ -87,7 +99,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {s['name']} | {s['metric']} ({s['goal']:+d}) | "
             + " | ".join(
-                _f(v.get(c)) for c in ("unsteered", "steering", "prompting", "fewshot", "steering+prompting", "lora")
+                _f(v.get(c)) + ("*" if s.get("significant", {}).get(c) else "")
+                for c in ("unsteered", "steering", "prompting", "fewshot", "steering+prompting", "lora")
             )
             + " | "
             + " | ".join(

@@ -216,7 +216,20 @@ def _evaluate_conditions(
         costs["eval_s"][setting.name] = seconds
         _log(opts, f"{spec.name}: {setting.name} evaluated in {seconds:.1f} s")
         rows += [stats.row(spec.name, setting.name, metric, values) for metric, values in scores.items()]
-    return rows, by_condition
+    return rows + _paired_rows(spec, by_condition), by_condition
+
+
+def _paired_rows(spec: TaskSpec, by_condition: dict[str, Scores]) -> list[dict[str, Any]]:
+    """Each condition's per-item difference from unsteered on the primary metric, with a paired CI."""
+    base = by_condition.get("unsteered")
+    metric = spec.task.metric
+    if base is None or metric not in base:
+        return []
+    return [
+        stats.paired_diff_row(spec.name, name, metric, scores[metric], base[metric])
+        for name, scores in by_condition.items()
+        if name != "unsteered" and metric in scores
+    ]
 
 
 def _info(spec: TaskSpec, n_pairs: int, n_layers: int, opts: RunOptions, skipped: list[str]) -> dict[str, Any]:

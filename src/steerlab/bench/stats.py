@@ -31,3 +31,17 @@ def row(task: str, condition: str, metric: str, values: Sequence[float]) -> dict
     mean, lo, hi = mean_ci(values)
     n = sum(1 for v in values if not math.isnan(v))
     return {"task": task, "condition": condition, "metric": metric, "value": mean, "ci": [lo, hi], "n": n}
+
+
+def paired_diff_row(
+    task: str, condition: str, metric: str, after: Sequence[float], before: Sequence[float]
+) -> dict[str, object]:
+    """Row `delta_<metric>`: mean of per-item differences (condition − unsteered, same items) and its bootstrap CI.
+
+    Pairing removes the item-to-item spread both conditions share, so this CI is the one that says whether the
+    condition moved the metric; the two conditions' own CIs overlap far more often.
+    """
+    if len(after) != len(before):
+        raise ValueError(f"paired scores need the same items: {len(after)} vs {len(before)}")
+    diffs = [a - b for a, b in zip(after, before, strict=True) if not (math.isnan(a) or math.isnan(b))]
+    return row(task, condition, f"delta_{metric}", diffs)
