@@ -1,6 +1,7 @@
 """Interference between a kit's axes: their geometry, their measured cross-effects, and how many fit together.
 
-Geometry: the cosine of every pair of directions at each layer both entries steer, before and after Gram-Schmidt.
+Geometry (steerlab.kit_geometry): the cosine of every pair of directions at each layer both entries steer, before and
+after Gram-Schmidt.
 
 Measure of axis j: generate from held-out prompts under some steering, then run prompt + generation through the
 UNSTEERED model and project the block-L_j outputs over the generated tokens on axis j's unit direction. L_j is the
@@ -32,6 +33,7 @@ from steerlab.capture import pad_batch, pad_id_of, read_batches, tokenize_side
 from steerlab.errors import SteerlabError
 from steerlab.generate import encode_prompts
 from steerlab.kit import Kit, KitEntry
+from steerlab.kit_geometry import cosine_by_layer, cosine_matrix, orthogonalize_kit
 from steerlab.kitfile import entry_names
 from steerlab.models import LoadedModel
 from steerlab.pairs import PairSet
@@ -42,46 +44,6 @@ if TYPE_CHECKING:
     from steerlab.bench.cross_effects import AxisTask, TaskCrossEffects
 
 Config = tuple[int, ...]  # indices of the axes steered together; () is the unsteered model
-
-
-# ----- geometry -----
-def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float(), b.float()
-    return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12))
-
-
-def cosine_by_layer(a: KitEntry, b: KitEntry) -> dict[int, float]:
-    """Cosine of the two directions at every layer both entries steer."""
-    shared = sorted(set(a.active_layers()) & set(b.active_layers()))
-    return {la: _cos(a.vector.directions[la], b.vector.directions[la]) for la in shared}
-
-
-def cosine_matrix(kit: Kit) -> list[list[float]]:
-    """Mean over shared layers of the per-layer cosine; NaN where two entries share no layer."""
-    n = len(kit.entries)
-    out = [[1.0] * n for _ in range(n)]
-    for i, j in itertools.combinations(range(n), 2):
-        per_layer = cosine_by_layer(kit.entries[i], kit.entries[j])
-        value = sum(per_layer.values()) / len(per_layer) if per_layer else math.nan
-        out[i][j] = out[j][i] = value
-    return out
-
-
-def orthogonalize_kit(kit: Kit) -> Kit:
-    """Gram-Schmidt in entry order, layer by layer: entry k loses its components along entries 0..k-1 (as already
-    orthogonalised). Scales, layers, positions and modes are kept; the first entry is unchanged."""
-    done: list[Vector] = []
-    entries = []
-    for entry in kit.entries:
-        vector = entry.vector
-        for earlier in done:
-            vector = vector.orthogonalized(earlier)
-        if done:
-            vector.card.name = entry.vector.card.name
-            vector.card.metadata = {**vector.card.metadata, "derived": "Gram-Schmidt against earlier kit entries"}
-        done.append(vector)
-        entries.append(KitEntry(vector, entry.scale, entry.layers, entry.positions, entry.mode))
-    return Kit(entries, kit.card)
 
 
 # ----- held-out calibration -----
@@ -254,6 +216,8 @@ class InterferenceReport:
         return target
 
     def save_png(self, path: str | os.PathLike[str]) -> Path:
+        from steerlab.interfere_plot import save_heatmaps
+
         return save_heatmaps(self, Path(path))
 
 
@@ -503,43 +467,3 @@ class _Search:
 
 def _finite(value: float) -> float:
     return -math.inf if math.isnan(value) else value
-
-
-# ----- the picture -----
-def save_heatmaps(report: InterferenceReport, path: Path) -> Path:
-    """Three panels: cosine, cosine after Gram-Schmidt, measured cross-effects. Drawn with the Agg backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    panels = [
-        ("cosine (mean over shared layers)", report.cosine, (-1.0, 1.0)),
-        ("cosine after Gram-Schmidt", report.cosine_orthogonalized, (-1.0, 1.0)),
-        ("cross-effect: row steered, column measured (held-out gaps)", report.cross_effect, None),
-    ]
-    if report.task_effects is not None:
-        panels.append(("cross-effect on each column's task metric", report.task_effects.effect, None))
-    n = len(report.names)
-    figure = Figure(figsize=(5.2 * len(panels), 0.55 * n + 3.2))
-    FigureCanvasAgg(figure)
-    for k, (title, matrix, limits) in enumerate(panels):
-        axes = figure.add_subplot(1, len(panels), k + 1)
-        values = torch.tensor(matrix, dtype=torch.float32)
-        if limits is None:
-            peak = float(values.nan_to_num(0).abs().max().clamp_min(1e-6))
-            limits = (-peak, peak)
-        image = axes.imshow(values.numpy(), cmap="RdBu_r", vmin=limits[0], vmax=limits[1])
-        axes.set_xticks(range(n), report.names, rotation=45, ha="right")
-        axes.set_yticks(range(n), report.names)
-        axes.set_title(title, fontsize=9)
-        for i in range(n):
-            for j in range(n):
-                value = matrix[i][j]
-                axes.text(j, i, "-" if math.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7)
-        figure.colorbar(image, ax=axes, shrink=0.8)
-    figure.suptitle(
-        f"{report.settings.get('model', '')}: max axes {report.max_axes} ({', '.join(report.max_axes_set) or 'none'})"
-    )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
