@@ -391,7 +391,7 @@ def measure_interference(
     if tasks:
         from steerlab.bench.cross_effects import task_cross_effects
 
-        report.task_effects = task_cross_effects(model, kit, tasks, labels, seed)
+        report.task_effects = task_cross_effects(model, kit, tasks, labels)
     return report
 
 

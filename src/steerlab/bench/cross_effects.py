@@ -3,18 +3,17 @@
 Steer with entry i alone, at its kit scale, layers, positions and mode, and evaluate every axis j's task on j's
 held-out items: effect[i][j] = mean metric_j (steering i) − mean metric_j (unsteered). The diagonal is each axis's
 own effect; a large off-diagonal value means steering i changes what j's benchmark measures. Each difference comes
-with a paired bootstrap 95% CI over j's items (the same items are scored in every configuration).
+with a paired bootstrap 95% CI over j's items (the same items are scored in every configuration; stats.py).
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlab.bench import stats
 from steerlab.bench.adhoc import load_items
 from steerlab.bench.scoring import PLAIN, Setting
 from steerlab.bench.tasks import Task, make_task
@@ -23,7 +22,6 @@ from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 
 KINDS = ("ab", "pair-logprob", "mcq", "sentiment", "formality")
-BOOTSTRAP = 1000
 
 
 @dataclass
@@ -71,26 +69,16 @@ def check_axes(tasks: Mapping[str, AxisTask], labels: Sequence[str]) -> None:
         )
 
 
-def _paired_ci(after: list[float], before: list[float], seed: int) -> list[float]:
-    pairs = [(a, b) for a, b in zip(after, before, strict=True) if not (math.isnan(a) or math.isnan(b))]
-    if len(pairs) < 2:
-        return [math.nan, math.nan]
-    rng = random.Random(seed)
-    means = []
-    for _ in range(BOOTSTRAP):
-        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
-        means.append(sum(a - b for a, b in sample) / len(sample))
-    means.sort()
-    return [means[int(0.025 * BOOTSTRAP)], means[int(0.975 * BOOTSTRAP) - 1]]
+def _paired_ci(after: list[float], before: list[float]) -> list[float]:
+    return list(stats.mean_ci(stats.paired_diffs(after, before))[1:])
 
 
 def _mean(values: list[float]) -> float:
-    real = [v for v in values if not math.isnan(v)]
-    return sum(real) / len(real) if real else math.nan
+    return stats.mean_ci(values)[0]
 
 
 def task_cross_effects(
-    model: LoadedModel, kit: Kit, tasks: Mapping[str, AxisTask], names: Sequence[str], seed: int = 0
+    model: LoadedModel, kit: Kit, tasks: Mapping[str, AxisTask], names: Sequence[str]
 ) -> TaskCrossEffects:
     """The matrix described in the module docstring; `names` label the kit's entries, in order."""
     labels = list(names)
@@ -104,7 +92,7 @@ def task_cross_effects(
         setting = Setting(f"steer:{labels[i]}", steering=Kit([entry]))
         steered = [_scores(model, setting, t) for t in axis_tasks]
         effect.append([_mean(s) - _mean(b) for s, b in zip(steered, base, strict=True)])
-        ci.append([_paired_ci(s, b, seed + 31 * i + j) for j, (s, b) in enumerate(zip(steered, base, strict=True))])
+        ci.append([_paired_ci(s, b) for s, b in zip(steered, base, strict=True)])
     return TaskCrossEffects(
         names=labels,
         metrics=[t.task.metric for t in axis_tasks],

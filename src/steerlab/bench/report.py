@@ -191,9 +191,7 @@ def _task_plots(task: dict[str, Any], out_dir: Path) -> list[str]:
     return [str(p.relative_to(out_dir)) for p in made]
 
 
-def write_all(
-    out_dir: Path, results: list[TaskResult], meta: dict[str, Any], interference: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def write_all(out_dir: Path, results: list[TaskResult], meta: dict[str, Any]) -> dict[str, Any]:
     """results.json at the top (every row; calibration of the first axis, all axes under calibration.per_task),
     DIR/<axis>/results.json per axis in the exact single-task shape, report.md, report.html and the PNGs."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,8 +215,6 @@ def write_all(
         "meta": meta,
         "plots": [],
     }
-    if interference is not None:
-        doc["interference"] = interference
     if len(tasks) > 1:
         doc["plots"].append(str(plots.lora_share_bars(summary, out_dir / "pct_of_lora.png").relative_to(out_dir)))
     write_doc(out_dir, doc)

@@ -138,7 +138,8 @@ def _latency(base: LoadedModel, spec: TaskSpec, steered: Setting, opts: RunOptio
 def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path | None = None) -> TaskResult:
     check_disjoint(spec)
     started = time.perf_counter()
-    vector, cal, costs, n_pairs = _extract_and_calibrate(base, spec, opts)
+    windows = layer_windows(base.n_layers, opts.n_windows)
+    vector, cal, costs, n_pairs = _extract_and_calibrate(base, spec, opts, windows)
     lora_model = _train_lora(base, spec, opts, costs) if "lora" in opts.conditions else None
     settings, skipped = build_conditions(
         spec.task,
@@ -158,7 +159,7 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
     if steered is not None and opts.latency_rounds > 0:
         costs["latency"] = _latency(base, spec, steered, opts)
     costs["total_s"] = time.perf_counter() - started
-    info = _info(spec, n_pairs, base.n_layers, opts, skipped)
+    info = _info(spec, n_pairs, windows, skipped)
     result = TaskResult(spec.name, rows, cal, costs, info, vector)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,10 +168,9 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
 
 
 def _extract_and_calibrate(
-    base: LoadedModel, spec: TaskSpec, opts: RunOptions
+    base: LoadedModel, spec: TaskSpec, opts: RunOptions, windows: list[list[int]]
 ) -> tuple[Vector, Calibration, dict[str, Any], int]:
     """The vector from the train split, calibrated on validation; its card records the choice."""
-    windows = layer_windows(base.n_layers, opts.n_windows)
     layers = sorted({la for w in windows for la in w})
     pairs = spec.task.extraction_pairs(spec.train)
     vector, extract_s = _timed(
@@ -232,7 +232,7 @@ def _paired_rows(spec: TaskSpec, by_condition: dict[str, Scores]) -> list[dict[s
     ]
 
 
-def _info(spec: TaskSpec, n_pairs: int, n_layers: int, opts: RunOptions, skipped: list[str]) -> dict[str, Any]:
+def _info(spec: TaskSpec, n_pairs: int, windows: list[list[int]], skipped: list[str]) -> dict[str, Any]:
     return {
         "task": spec.task.kind,
         "goal": spec.goal,
@@ -243,7 +243,7 @@ def _info(spec: TaskSpec, n_pairs: int, n_layers: int, opts: RunOptions, skipped
         "n_val": len(spec.val),
         "n_test": len(spec.test),
         "n_pairs": n_pairs,
-        "windows": layer_windows(n_layers, opts.n_windows),
+        "windows": windows,
         "notes": spec.notes + skipped,
     }
 

@@ -41,7 +41,11 @@ def paired_diff_row(
     Pairing removes the item-to-item spread both conditions share, so this CI is the one that says whether the
     condition moved the metric; the two conditions' own CIs overlap far more often.
     """
+    return row(task, condition, f"delta_{metric}", paired_diffs(after, before))
+
+
+def paired_diffs(after: Sequence[float], before: Sequence[float]) -> list[float]:
+    """Per-item differences after − before, dropping items either side could not score."""
     if len(after) != len(before):
         raise ValueError(f"paired scores need the same items: {len(after)} vs {len(before)}")
-    diffs = [a - b for a, b in zip(after, before, strict=True) if not (math.isnan(a) or math.isnan(b))]
-    return row(task, condition, f"delta_{metric}", diffs)
+    return [a - b for a, b in zip(after, before, strict=True) if not (math.isnan(a) or math.isnan(b))]

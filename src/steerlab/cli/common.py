@@ -40,8 +40,13 @@ def parse_vector_spec(spec: str) -> tuple[Path, float | None, list[int] | None]:
 
 
 def load_vector_spec(spec: str) -> tuple[Vector, float, list[int] | None]:
+    return vector_from_spec(*parse_vector_spec(spec))
+
+
+def vector_from_spec(
+    path: Path, scale: float | None, layers: list[int] | None
+) -> tuple[Vector, float, list[int] | None]:
     """The vector, its scale and layers; what the spec leaves out comes from the card (`steerlab calibrate` sets it)."""
-    path, scale, layers = parse_vector_spec(spec)
     vector = Vector.load(path)
     chosen = vector.card.recommended_scale if scale is None else scale
     return vector, chosen, layers or vector.card.recommended_layers or None

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steerlab.cli.common import VECTOR_HELP, load_vector_spec, parse_layers, parse_vector_spec
+from steerlab.cli.common import VECTOR_HELP, parse_layers, parse_vector_spec, vector_from_spec
 from steerlab.errors import SteerlabError
 from steerlab.models import DEFAULT_MODEL
 
@@ -60,9 +60,10 @@ def kit_new_cmd(
 
     entries, files = [], []
     for spec in vector:
-        loaded, scale, layers = load_vector_spec(spec)
+        path, given_scale, given_layers = parse_vector_spec(spec)
+        loaded, scale, layers = vector_from_spec(path, given_scale, given_layers)
         entries.append(KitEntry(loaded, scale, layers, positions, mode))  # type: ignore[arg-type]
-        files.append(parse_vector_spec(spec)[0])
+        files.append(path)
     _check_same_model(entries)
     base = next((e.vector.card.base_model for e in entries if e.vector.card.base_model), "")
     kit = Kit(entries, KitCard(name=name, description=description, base_model=base, author=author))
