@@ -171,3 +171,13 @@ def test_loaders_read_the_shared_formats(datasets, tmp_path):
     bad.write_text('{"question": "q"}\n')
     with pytest.raises(SteerlabError, match="lacks"):
         load_ab(bad)
+
+
+def test_report_legend_names_the_test_the_run_used():
+    from steerlab.bench.report import _legend
+
+    # A pair-logprob axis's own metric is called delta_logprob: that is not a paired row.
+    own = {"info": {"metric": "delta_logprob"}, "rows": [row("bias", "steering", "delta_logprob", [0.1, 0.2])]}
+    assert "own 95% CI" in _legend({"tasks": [own]})
+    paired = {**own, "rows": [*own["rows"], paired_diff_row("bias", "steering", "delta_logprob", [0.1], [0.0])]}
+    assert "per-item difference" in _legend({"tasks": [paired]})

@@ -76,15 +76,23 @@ def _f(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _legend(doc: dict[str, Any]) -> str:
+    """What '*' means: the paired test when the run has paired rows; older runs only had each condition's own CI."""
+    paired = any(r["metric"] == f"delta_{t['info']['metric']}" for t in doc["tasks"] for r in t["rows"])
+    if paired:
+        test = "the 95% CI of its per-item difference from unsteered, on the same items, excludes 0"
+    else:
+        test = "its own 95% CI excludes the unsteered mean; this run predates the paired per-item differences"
+    return f"'*': the condition moved the metric ({test}). 'n/s': LoRA did not, so no % of its effect is given."
+
+
 def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# steerlab bench: {doc['meta']['suite']}", ""]
     meta = doc["meta"]
     lines.append(
         f"Model `{meta['model']}`; run time {meta['run_seconds']:.0f} s on {meta['threads']} CPU threads"
         f"{' (quick subset)' if meta.get('quick') else ''}; seed {meta['seed']}; bootstrap 95% CIs "
-        f"over items. Effects are signed by each axis's goal (+ = moved the way the axis wants). "
-        "'*': the condition moved the metric (the 95% CI of its per-item difference from unsteered, on the same "
-        "items, excludes 0). 'n/s': LoRA did not, so no % of its effect is given."
+        f"over items. Effects are signed by each axis's goal (+ = moved the way the axis wants). {_legend(doc)}"
     )
     if not meta.get("complete", True):
         lines.append("")
@@ -232,6 +240,7 @@ def write_doc(out_dir: Path, doc: dict[str, Any]) -> None:
 def add_interference(out_dir: Path, section: dict[str, Any]) -> dict[str, Any]:
     doc = json.loads((out_dir / "results.json").read_text())
     doc["interference"] = clean(section)
+    doc["summary"] = [summarise(t) for t in doc["tasks"]]  # derived; a run written by an older version is refreshed
     write_doc(out_dir, doc)
     return doc
 
