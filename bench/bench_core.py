@@ -29,7 +29,7 @@ from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel, steerlab_home
 from steerlab.pairs import render_prompt
 from steerlab.plan import compile_plan
-from steerlab.steer import apply_plan
+from steerlab.steering import apply_plan
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"

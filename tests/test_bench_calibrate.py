@@ -8,12 +8,12 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from steerlab.bench.calibrate import Calibration, _fits, calibrate, layer_windows, write_to_card
-from steerlab.bench.data import ABItem
-from steerlab.bench.lora import LoraConfig, train_lora
-from steerlab.bench.scoring import PLAIN, Setting
-from steerlab.bench.tasks import ABTask
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.calibrate import Calibration, _fits, calibrate, layer_windows, write_to_card
+from steerlab.evaluate.data import ABItem
+from steerlab.evaluate.lora import LoraConfig, train_lora
+from steerlab.evaluate.scoring import PLAIN, Setting
+from steerlab.evaluate.tasks import ABTask
 from steerlab.vector import Vector
 
 ITEMS = [

@@ -8,12 +8,12 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from steerlab.bench.data import ABItem, Labelled, MCQItem, MinimalPair, balanced_labelled, load_ab, split_disjoint
-from steerlab.bench.fluency import fluency_scores, repetition_rate
-from steerlab.bench.scoring import PLAIN, Setting, continuation_logprobs, render_ids
-from steerlab.bench.stats import mean_ci, paired_diff_row, row
-from steerlab.bench.tasks import ABTask, ClassifyTask, MCQTask, PairLogprobTask, make_task, mcq_prompt, vader_scorer
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.data import ABItem, Labelled, MCQItem, MinimalPair, balanced_labelled, load_ab, split_disjoint
+from steerlab.evaluate.fluency import fluency_scores, repetition_rate
+from steerlab.evaluate.scoring import PLAIN, Setting, continuation_logprobs, render_ids
+from steerlab.evaluate.stats import mean_ci, paired_diff_row, row
+from steerlab.evaluate.tasks import ABTask, ClassifyTask, MCQTask, PairLogprobTask, make_task, mcq_prompt, vader_scorer
 from steerlab.kit import Kit
 from steerlab.vector import Vector
 
@@ -59,7 +59,7 @@ def test_paired_difference_sees_a_shift_the_unpaired_intervals_hide():
 
 
 def test_summary_marks_conditions_whose_paired_difference_excludes_zero():
-    from steerlab.bench.report import summarise
+    from steerlab.evaluate.report import summarise
 
     rows = [
         row("ax", "unsteered", "p_match", [0.4, 0.6]),
@@ -174,7 +174,7 @@ def test_loaders_read_the_shared_formats(datasets, tmp_path):
 
 
 def test_report_legend_names_the_test_the_run_used():
-    from steerlab.bench.report import _legend
+    from steerlab.evaluate.report import _legend
 
     # A pair-logprob axis's own metric is called delta_logprob: that is not a paired row.
     own = {"info": {"metric": "delta_logprob"}, "rows": [row("bias", "steering", "delta_logprob", [0.1, 0.2])]}

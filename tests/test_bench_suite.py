@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from steerlab.bench.runner import check_disjoint
-from steerlab.bench.suite import AXES, FULL, QUICK, QUICK_AXES, options, seed_suite
-from steerlab.bench.tasks import ClassifyTask
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.runner import check_disjoint
+from steerlab.evaluate.suite import AXES, FULL, QUICK, QUICK_AXES, options, seed_suite
+from steerlab.evaluate.tasks import ClassifyTask
 
 GOALS = {"formality": 1, "sentiment": 1, "sycophancy": -1, "refusal": 1, "bias": -1, "legal": 1}
 

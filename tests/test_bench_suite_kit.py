@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from tiny import tiny_model
 
-from steerlab.bench import suite_kit
-from steerlab.bench.data import ABItem, MinimalPair
-from steerlab.bench.lora import LoraConfig
-from steerlab.bench.report import add_interference, write_all
-from steerlab.bench.runner import RunOptions, TaskSpec, run_task
-from steerlab.bench.tasks import ABTask, PairLogprobTask
 from steerlab.errors import SteerlabError
+from steerlab.evaluate import suite_kit
+from steerlab.evaluate.data import ABItem, MinimalPair
+from steerlab.evaluate.lora import LoraConfig
+from steerlab.evaluate.report import add_interference, write_all
+from steerlab.evaluate.runner import RunOptions, TaskSpec, run_task
+from steerlab.evaluate.tasks import ABTask, PairLogprobTask
 
 
 def _ab(n: int, start: int) -> list[ABItem]:

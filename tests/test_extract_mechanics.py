@@ -9,7 +9,7 @@ import torch
 from tiny import ARCHS, L, tiny_model
 
 from steerlab import PairSet, SteerlabError, extract
-from steerlab.extract import MAX_HELD_OUT, _held_out_indices, recommend_layers
+from steerlab.extraction import MAX_HELD_OUT, _held_out_indices, recommend_layers
 from steerlab.methods import METHODS
 
 RECORDS = [{"prompt": f"say {i}", "positive": f"yes good {i} fine", "negative": f"no bad {i}"} for i in range(16)]

@@ -26,7 +26,7 @@ from steerlab.formats import (
 )
 from steerlab.formats.llamacpp import export_entries
 from steerlab.kit import Kit, KitEntry
-from steerlab.steer import steer
+from steerlab.steering import steer
 from steerlab.vector import Card, Vector
 
 

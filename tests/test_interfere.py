@@ -14,13 +14,13 @@ from tiny import tiny_model
 from typer.testing import CliRunner
 
 from steerlab import kitfile
-from steerlab.bench.cross_effects import AxisTask, parse_task_specs, task_cross_effects
-from steerlab.bench.data import NEUTRAL_PROMPTS, ABItem, MinimalPair, load_ab
-from steerlab.bench.scoring import PLAIN, Setting
-from steerlab.bench.tasks import ABTask, ClassifyTask, PairLogprobTask
 from steerlab.cli.app import app
 from steerlab.errors import SteerlabError
-from steerlab.extract import extract
+from steerlab.evaluate.cross_effects import AxisTask, parse_task_specs, task_cross_effects
+from steerlab.evaluate.data import NEUTRAL_PROMPTS, ABItem, MinimalPair, load_ab
+from steerlab.evaluate.scoring import PLAIN, Setting
+from steerlab.evaluate.tasks import ABTask, ClassifyTask, PairLogprobTask
+from steerlab.extraction import extract
 from steerlab.interfere import cosine_by_layer, cosine_matrix, measure_interference, orthogonalize_kit
 from steerlab.kit import Kit, KitEntry
 from steerlab.pairs import PairSet

@@ -14,7 +14,7 @@ from steerlab import kitfile
 from steerlab.cli.app import app
 from steerlab.errors import SteerlabError
 from steerlab.kit import Kit, KitCard, KitEntry
-from steerlab.steer import steer
+from steerlab.steering import steer
 from steerlab.vector import Card, Vector
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from steerlab.extract import extract
+from steerlab.extraction import extract
 from steerlab.formats import export_gguf
 from steerlab.models import _alias_gguf
 from steerlab.pairs import PairSet
-from steerlab.steer import steer
+from steerlab.steering import steer
 
 try:
     import llama_cpp

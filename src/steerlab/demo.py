@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from steerlab.extract import extract
-from steerlab.generate import generate
+from steerlab.extraction import extract
+from steerlab.generation import generate
 from steerlab.models import DEFAULT_MODEL, LoadedModel, load_model, steerlab_home
 from steerlab.pairs import PairSet
 

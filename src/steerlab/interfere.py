@@ -31,17 +31,17 @@ import torch
 
 from steerlab.capture import pad_batch, pad_id_of, read_batches, tokenize_side
 from steerlab.errors import SteerlabError
-from steerlab.generate import encode_prompts
+from steerlab.generation import encode_prompts
 from steerlab.kit import Kit, KitEntry
 from steerlab.kit_geometry import cosine_by_layer, cosine_matrix, orthogonalize_kit
 from steerlab.kitfile import entry_names
 from steerlab.models import LoadedModel
 from steerlab.pairs import PairSet
-from steerlab.steer import steer
+from steerlab.steering import steer
 from steerlab.vector import Vector
 
 if TYPE_CHECKING:
-    from steerlab.bench.cross_effects import AxisTask, TaskCrossEffects
+    from steerlab.evaluate.cross_effects import AxisTask, TaskCrossEffects
 
 Config = tuple[int, ...]  # indices of the axes steered together; () is the unsteered model
 
@@ -328,7 +328,7 @@ def measure_interference(
     are used. `min_solo_effect`: an axis whose solo shift is below this many held-out gaps counts as inert and is
     left out of the max-axes search. `max_subsets`: above this many combinations the search turns greedy.
     `tasks`: a bench task with held-out items per axis (by name); when given, the cross-effects are also measured
-    on each axis's task metric (steerlab.bench.cross_effects).
+    on each axis's task metric (steerlab.evaluate.cross_effects).
     """
     if len(kit.entries) < 2:
         raise SteerlabError("interference needs a kit of at least two entries.")
@@ -339,7 +339,7 @@ def measure_interference(
         except SteerlabError as exc:
             raise SteerlabError(f"axis {label}: {exc}") from exc
     if tasks:
-        from steerlab.bench.cross_effects import check_axes
+        from steerlab.evaluate.cross_effects import check_axes
 
         check_axes(tasks, labels)  # before the long measurement, not after it
     pair_sets = _align_pairs(labels, pairs, max_pairs, seed)
@@ -389,7 +389,7 @@ def measure_interference(
         samples={_config_name(c, labels): m.samples for c, m in run.results.items()},
     )
     if tasks:
-        from steerlab.bench.cross_effects import task_cross_effects
+        from steerlab.evaluate.cross_effects import task_cross_effects
 
         report.task_effects = task_cross_effects(model, kit, tasks, labels)
     return report

@@ -62,11 +62,11 @@ def bench_cmd(
     """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
     import torch
 
-    from steerlab.bench import suite as seed
-    from steerlab.bench.adhoc import adhoc_spec
-    from steerlab.bench.data import datasets_root
-    from steerlab.bench.report import write_all
-    from steerlab.bench.runner import run_task
+    from steerlab.evaluate import suite as seed
+    from steerlab.evaluate.adhoc import adhoc_spec
+    from steerlab.evaluate.data import datasets_root
+    from steerlab.evaluate.report import write_all
+    from steerlab.evaluate.runner import run_task
     from steerlab.models import load_model
 
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def bench_cmd(
     torch.manual_seed(0)
     loaded = load_model(model)
     if suite is not None and interference_only:
-        from steerlab.bench.suite_kit import saved_vectors
+        from steerlab.evaluate.suite_kit import saved_vectors
 
         _add_interference(loaded, specs, saved_vectors(out), out, quick, opts.gen_tokens)
         return
@@ -114,8 +114,8 @@ def bench_cmd(
 def _add_interference(
     loaded: Any, specs: list[Any], vectors: dict[str, Any], out: Path, quick: bool, tokens: int
 ) -> None:
-    from steerlab.bench import suite_kit
-    from steerlab.bench.report import add_interference
+    from steerlab.evaluate import suite_kit
+    from steerlab.evaluate.report import add_interference
 
     started = time.perf_counter()
     console.print(f"[bold]interference[/bold] of the calibrated axes as one kit: {', '.join(vectors)}")
@@ -144,9 +144,9 @@ def calibrate_cmd(
     max_items: Annotated[int, typer.Option(help="use at most N validation items")] = 32,
 ) -> None:
     """Pick layers and scale on a validation split; write them into the vector's card."""
-    from steerlab.bench.adhoc import load_items
-    from steerlab.bench.calibrate import calibrate, write_to_card
-    from steerlab.bench.tasks import make_task
+    from steerlab.evaluate.adhoc import load_items
+    from steerlab.evaluate.calibrate import calibrate, write_to_card
+    from steerlab.evaluate.tasks import make_task
     from steerlab.models import load_model
     from steerlab.vector import Vector
 
@@ -177,7 +177,7 @@ def calibrate_cmd(
 
 
 def _vector_windows(vec: object, n_layers: int) -> list[list[int]]:
-    from steerlab.bench.calibrate import layer_windows
+    from steerlab.evaluate.calibrate import layer_windows
 
     have = set(vec.layers)  # type: ignore[attr-defined]
     windows = [w for w in layer_windows(n_layers, 4) if set(w) <= have]

@@ -29,7 +29,7 @@ def extract_cmd(
     name: Annotated[str, typer.Option(help="a name for the vector's card")] = "",
 ) -> None:
     """Extract a steering vector from contrastive pairs."""
-    from steerlab.extract import extract
+    from steerlab.extraction import extract
     from steerlab.models import load_model
     from steerlab.pairs import PairSet
 
@@ -69,7 +69,7 @@ def generate_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 64,
 ) -> None:
     """Generate text, steered by one or more vectors (and show the unsteered answer with --compare)."""
-    from steerlab.generate import generate
+    from steerlab.generation import generate
     from steerlab.models import load_model
 
     steering = _steering_from_options(vector or [], kit)

@@ -135,7 +135,7 @@ def interfere_cmd(
 ) -> None:
     """Measure how a kit's axes interfere: cosines, cross-effects, and the max number of axes that fit together."""
     from steerlab import kitfile
-    from steerlab.bench.cross_effects import parse_task_specs
+    from steerlab.evaluate.cross_effects import parse_task_specs
     from steerlab.interfere import measure_interference
     from steerlab.models import load_model
     from steerlab.pairs import PairSet

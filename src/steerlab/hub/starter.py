@@ -222,7 +222,7 @@ RECIPES: list[Recipe] = [
 
 def measured_effect(card: Any) -> dict[str, Any]:
     """Held-out diagnostics at the best layer and averaged over the recommended layers (what was measured)."""
-    from steerlab.extract import _held_out_indices
+    from steerlab.extraction import _held_out_indices
 
     diagnostics = card.diagnostics
     if not diagnostics:
@@ -241,7 +241,7 @@ def measured_effect(card: Any) -> dict[str, Any]:
 
 
 def build_vector(model: Any, recipe: Recipe, n_pairs: int, root: Path, batch_size: int = 16, seed: int = 0) -> Any:
-    from steerlab.extract import extract
+    from steerlab.extraction import extract
     from steerlab.pairs import PairSet
 
     pairs = PairSet.from_records(recipe.records(root, n_pairs, seed), source=recipe.source)

@@ -25,7 +25,7 @@ from steerlab.plan import Plan, RowPlan, stack_rows
 from steerlab.serve import kvcache
 from steerlab.serve.sampling import Sampling, pick_tokens
 from steerlab.serve.textstream import TextStream
-from steerlab.steer import apply_plan
+from steerlab.steering import apply_plan
 
 log = logging.getLogger("steerlab.serve")
 

@@ -16,7 +16,7 @@ from steerlab.capture import pad_batch, pad_id_of
 from steerlab.errors import SteerlabError
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
-from steerlab.steer import steer
+from steerlab.steering import steer
 
 Shot = tuple[str, str]  # (user message, assistant answer)
 

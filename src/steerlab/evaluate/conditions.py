@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from steerlab.bench.scoring import Setting
-from steerlab.bench.tasks import Task
+from steerlab.evaluate.scoring import Setting
+from steerlab.evaluate.tasks import Task
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector

@@ -12,7 +12,7 @@ from steerlab.capture import pad_batch, pad_id_of
 from steerlab.models import LoadedModel
 from steerlab.pairs import render_prompt
 from steerlab.plan import RowSteering, Steerable
-from steerlab.steer import steer
+from steerlab.steering import steer
 
 
 def encode_prompts(

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerlab.bench.fluency import fluency_scores
-from steerlab.bench.scoring import PLAIN, Setting, generate_texts
-from steerlab.bench.tasks import Task
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.fluency import fluency_scores
+from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
+from steerlab.evaluate.tasks import Task
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.bench import stats
-from steerlab.bench.adhoc import load_items
-from steerlab.bench.scoring import PLAIN, Setting
-from steerlab.bench.tasks import Task, make_task
 from steerlab.errors import SteerlabError
+from steerlab.evaluate import stats
+from steerlab.evaluate.adhoc import load_items
+from steerlab.evaluate.scoring import PLAIN, Setting
+from steerlab.evaluate.tasks import Task, make_task
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 

@@ -9,9 +9,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from steerlab.bench import plots
-from steerlab.bench.conditions import CONDITIONS
-from steerlab.bench.runner import TaskResult
+from steerlab.evaluate import plots
+from steerlab.evaluate.conditions import CONDITIONS
+from steerlab.evaluate.runner import TaskResult
 
 METHODS = ("steering", "prompting", "fewshot", "steering+prompting")
 
@@ -139,7 +139,7 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc.get("plots"):
         lines += ["", "## Across axes", ""] + [f"![{Path(p).stem}]({p})" for p in doc["plots"]]
     if doc.get("interference"):
-        from steerlab.bench.suite_kit import markdown as interference_markdown
+        from steerlab.evaluate.suite_kit import markdown as interference_markdown
 
         lines += interference_markdown(doc["interference"])
     return "\n".join(lines) + "\n"

@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from steerlab.bench.data import LETTERS, ABItem, Labelled, MCQItem, MinimalPair
-from steerlab.bench.fluency import fluency_scores
-from steerlab.bench.scoring import Setting, Shot, continuation_logprobs, generate_texts
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.data import LETTERS, ABItem, Labelled, MCQItem, MinimalPair
+from steerlab.evaluate.fluency import fluency_scores
+from steerlab.evaluate.scoring import Setting, Shot, continuation_logprobs, generate_texts
 from steerlab.models import LoadedModel
 from steerlab.pairs import PairSet
 
@@ -177,7 +177,7 @@ def vader_scorer(texts: Sequence[str]) -> list[float]:
 
 
 def formality_scorer(texts: Sequence[str]) -> list[float]:
-    from steerlab.bench.formality import train_judge
+    from steerlab.evaluate.formality import train_judge
 
     return train_judge().prob_formal(texts)
 

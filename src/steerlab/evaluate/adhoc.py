@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from steerlab.bench.data import load_ab, load_labelled, load_mcq, load_minimal_pairs, load_prompts, shuffled
-from steerlab.bench.runner import TaskSpec
-from steerlab.bench.tasks import make_task
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.data import load_ab, load_labelled, load_mcq, load_minimal_pairs, load_prompts, shuffled
+from steerlab.evaluate.runner import TaskSpec
+from steerlab.evaluate.tasks import make_task
 from steerlab.pairs import PairSet
 
 SEED = 0

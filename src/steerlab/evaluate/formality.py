@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from steerlab.bench.data import Labelled, datasets_root, load_labelled
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.data import Labelled, datasets_root, load_labelled
 
 EPOCHS, LR, L2 = 300, 0.5, 1e-3
 

@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from steerlab.bench.cross_effects import AxisTask
-from steerlab.bench.runner import TaskSpec
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.cross_effects import AxisTask
+from steerlab.evaluate.runner import TaskSpec
 from steerlab.interfere import InterferenceReport, measure_interference
 from steerlab.kit import Kit, KitCard, KitEntry
 from steerlab.models import LoadedModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from steerlab.bench.scoring import PLAIN, continuation_logprobs
+from steerlab.evaluate.scoring import PLAIN, continuation_logprobs
 from steerlab.models import LoadedModel
 
 NGRAM = 3

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from steerlab.bench.conditions import CONDITIONS
+from steerlab.evaluate.conditions import CONDITIONS
 
 
 def _window_label(layers: list[int]) -> str:

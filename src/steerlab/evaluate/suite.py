@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from steerlab.bench.data import (
+from steerlab.errors import SteerlabError
+from steerlab.evaluate.data import (
     NEUTRAL_PROMPTS,
     balanced_labelled,
     load_ab,
@@ -17,10 +18,9 @@ from steerlab.bench.data import (
     shuffled,
     split_disjoint,
 )
-from steerlab.bench.lora import LoraConfig
-from steerlab.bench.runner import RunOptions, TaskSpec
-from steerlab.bench.tasks import ABTask, ClassifyTask, MCQTask, PairLogprobTask
-from steerlab.errors import SteerlabError
+from steerlab.evaluate.lora import LoraConfig
+from steerlab.evaluate.runner import RunOptions, TaskSpec
+from steerlab.evaluate.tasks import ABTask, ClassifyTask, MCQTask, PairLogprobTask
 
 SEED = 0
 
@@ -66,7 +66,7 @@ def _classify(name: str, scorer: str, labelled_path: Path, root: Path, size: Siz
 
 def formality(root: Path, size: Size) -> TaskSpec:
     spec = _classify("formality", "formality", root / "formality-pavlick" / "train.csv", root, size)
-    from steerlab.bench.formality import train_judge
+    from steerlab.evaluate.formality import train_judge
 
     judge = train_judge(str(root / "formality-pavlick"))
     spec.notes.append(

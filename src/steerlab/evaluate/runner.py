@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.bench import stats
-from steerlab.bench.calibrate import (
+from steerlab.errors import SteerlabError
+from steerlab.evaluate import stats
+from steerlab.evaluate.calibrate import (
     DEFAULT_BUDGET,
     DEFAULT_REPETITION_BUDGET,
     DEFAULT_SCALES,
@@ -20,13 +21,12 @@ from steerlab.bench.calibrate import (
     layer_windows,
     write_to_card,
 )
-from steerlab.bench.conditions import CONDITIONS, build_conditions, steering_kit, sweep_name
-from steerlab.bench.fluency import fluency_scores
-from steerlab.bench.lora import LoraConfig, train_lora
-from steerlab.bench.scoring import PLAIN, Setting, generate_texts
-from steerlab.bench.tasks import Scores, Task
-from steerlab.errors import SteerlabError
-from steerlab.extract import extract
+from steerlab.evaluate.conditions import CONDITIONS, build_conditions, steering_kit, sweep_name
+from steerlab.evaluate.fluency import fluency_scores
+from steerlab.evaluate.lora import LoraConfig, train_lora
+from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
+from steerlab.evaluate.tasks import Scores, Task
+from steerlab.extraction import extract
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
