@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from steerlab.errors import SteerlabError
 
 if TYPE_CHECKING:
+    from steerlab.card import Card
     from steerlab.extraction import extract
     from steerlab.generation import generate
     from steerlab.kit import Kit, KitEntry
@@ -19,10 +20,10 @@ if TYPE_CHECKING:
     from steerlab.pairs import PairSet
     from steerlab.plan import Plan, compile_plan
     from steerlab.steering import apply_plan, steer
-    from steerlab.vector import Card, Vector
+    from steerlab.vector import Vector
 
 _HOMES = {
-    "Card": "steerlab.vector",
+    "Card": "steerlab.card",
     "Kit": "steerlab.kit",
     "KitEntry": "steerlab.kit",
     "LoadedModel": "steerlab.models",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -14,9 +13,10 @@ import torch
 from torch import nn
 
 from steerlab.anatomy import Anatomy, find_anatomy, fingerprint
+from steerlab.defaults import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported for callers that load models anyway
+from steerlab.defaults import steerlab_home
 from steerlab.errors import SteerlabError
 
-DEFAULT_MODEL = "smollm2-135m"
 # alias -> (package that ships the GGUF, file inside it, the model's public name)
 ALIASES: dict[str, tuple[str, str, str]] = {
     "smollm2-135m": (
@@ -25,10 +25,6 @@ ALIASES: dict[str, tuple[str, str, str]] = {
         "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
-
-
-def steerlab_home() -> Path:
-    return Path(os.environ.get("STEERLAB_HOME", Path.home() / ".cache" / "steerlab"))
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from steerlab.card import CARD_KEY, FORMAT_VERSION, LAYER_CONVENTION, Card
 from steerlab.errors import SteerlabError
 from steerlab.hub.blobs import DIGEST_RE
-from steerlab.vector import CARD_KEY, FORMAT_VERSION, LAYER_CONVENTION, Card
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 4 * 1024 * 1024
