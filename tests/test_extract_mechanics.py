@@ -9,7 +9,7 @@ import torch
 from tiny import ARCHS, L, tiny_model
 
 from steerlab import PairSet, SteerlabError, extract
-from steerlab.extraction import MAX_HELD_OUT, _held_out_indices, recommend_layers
+from steerlab.extraction import MAX_HELD_OUT, held_out_indices, recommend_layers
 from steerlab.methods import METHODS
 
 RECORDS = [{"prompt": f"say {i}", "positive": f"yes good {i} fine", "negative": f"no bad {i}"} for i in range(16)]
@@ -92,10 +92,10 @@ def test_card_records_provenance_and_diagnostics() -> None:
 
 
 def test_held_out_split_is_bounded() -> None:
-    assert len(_held_out_indices(10_000)) == MAX_HELD_OUT
-    assert _held_out_indices(14) == set()
-    assert len(_held_out_indices(15)) == 3
-    assert len(_held_out_indices(20)) == 4
+    assert len(held_out_indices(10_000)) == MAX_HELD_OUT
+    assert held_out_indices(14) == set()
+    assert len(held_out_indices(15)) == 3
+    assert len(held_out_indices(20)) == 4
 
 
 def test_recommend_layers_is_a_window_around_the_most_separable_block() -> None:

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from steerlab.capture import PaddingSide, Tokenized, read_batches, tokenize_side
+from steerlab.capture import read_batches
 from steerlab.errors import SteerlabError
 from steerlab.methods import LayerData, get_method
 from steerlab.models import LoadedModel
 from steerlab.pairs import PairSet, ReadPosition
+from steerlab.prompts import tokenize_side
+from steerlab.tokens import PaddingSide, Tokenized
 from steerlab.vector import Card, Vector
 
 MAX_HELD_OUT = 64  # held-out pairs kept for diagnostics; bounded so mean_diff memory does not grow with N
@@ -35,7 +37,7 @@ def _accumulate(target: dict[int, torch.Tensor], layer: int, rows: torch.Tensor)
     target[layer] = target[layer] + total if layer in target else total
 
 
-def _held_out_indices(n_pairs: int) -> set[int]:
+def held_out_indices(n_pairs: int) -> set[int]:
     # Fewer than 3 held-out pairs give no usable spread (separation divides by it): skip diagnostics below 15 pairs.
     if n_pairs < 3 * HELD_OUT_EVERY:
         return set()
@@ -64,7 +66,7 @@ def extract(
             tokenize_side(model, pair.positive, read_at, chat),
             tokenize_side(model, pair.negative, read_at, chat),
         ]
-    held = _held_out_indices(len(pairs))
+    held = held_out_indices(len(pairs))
     sums = _Sums(n_train=len(pairs) - len(held))
     keep = {i for i in range(len(pairs)) if spec.needs_examples or i in held}
     kept: dict[int, dict[int, torch.Tensor]] = {layer: {} for layer in chosen}
