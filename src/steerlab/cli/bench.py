@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 
 from steerlab.cli.common import parse_layers
+from steerlab.defaults import DEFAULT_MODEL
 from steerlab.errors import SteerlabError
-from steerlab.models import DEFAULT_MODEL
 
 console = Console()
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")]

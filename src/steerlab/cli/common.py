@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from steerlab.errors import SteerlabError
-from steerlab.vector import Vector
+
+if TYPE_CHECKING:
+    from steerlab.vector import Vector
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -47,6 +50,8 @@ def vector_from_spec(
     path: Path, scale: float | None, layers: list[int] | None
 ) -> tuple[Vector, float, list[int] | None]:
     """The vector, its scale and layers; what the spec leaves out comes from the card (`steerlab calibrate` sets it)."""
+    from steerlab.vector import Vector
+
     vector = Vector.load(path)
     chosen = vector.card.recommended_scale if scale is None else scale
     return vector, chosen, layers or vector.card.recommended_layers or None

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from steerlab.cli.common import VECTOR_HELP, load_vector_spec, parse_layers
+from steerlab.defaults import DEFAULT_MODEL
 from steerlab.errors import SteerlabError
-from steerlab.kit import Kit, KitEntry
-from steerlab.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from steerlab.kit import Kit
 
 console = Console()
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")]
@@ -53,6 +55,8 @@ def extract_cmd(
 
 
 def _kit_from_specs(specs: list[str]) -> Kit:
+    from steerlab.kit import Kit, KitEntry
+
     entries = []
     for spec in specs:
         vector, scale, layers = load_vector_spec(spec)
@@ -88,6 +92,7 @@ def generate_cmd(
 def _steering_from_options(specs: list[str], kit: Path | None) -> Kit | None:
     if kit is not None:
         from steerlab import kitfile
+        from steerlab.kit import Kit
 
         loaded_kit = kitfile.load_kit(kit)
         return Kit(loaded_kit.entries + _kit_from_specs(specs).entries, loaded_kit.card) if specs else loaded_kit

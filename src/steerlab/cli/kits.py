@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from steerlab.cli.common import VECTOR_HELP, parse_layers, parse_vector_spec, vector_from_spec
+from steerlab.defaults import DEFAULT_MODEL
 from steerlab.errors import SteerlabError
-from steerlab.models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from steerlab.interfere import InterferenceReport

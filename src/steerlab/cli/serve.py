@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from steerlab.models import DEFAULT_MODEL
+from steerlab.defaults import DEFAULT_MODEL
 
 
 def serve_cmd(
@@ -26,7 +26,8 @@ def serve_cmd(
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda, ...")] = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible API; each request may carry its own steering."""
-    from steerlab.models import load_model, steerlab_home
+    from steerlab.defaults import steerlab_home
+    from steerlab.models import load_model
     from steerlab.serve.registry import Limits
     from steerlab.serve.server import build_service, serve
 

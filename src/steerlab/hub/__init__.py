@@ -15,7 +15,7 @@ __all__ = ["Ref", "Version", "default_root", "open_store", "parse_ref"]
 
 
 def default_root() -> Path:
-    from steerlab.models import steerlab_home
+    from steerlab.defaults import steerlab_home
 
     return steerlab_home() / "store"
 

@@ -13,7 +13,7 @@ from steerlab.hub.validate import DEFAULT_MAX_BYTES, check_upload
 
 
 def default_key_path() -> Path:
-    from steerlab.models import steerlab_home
+    from steerlab.defaults import steerlab_home
 
     return steerlab_home() / "keys" / "publisher.pem"
 

@@ -174,16 +174,26 @@ def _check_tensor_specs(header: dict[str, Any], hidden: int, n_layers: int) -> l
 
 
 def _check_values(data: bytes) -> None:
-    import torch
-    from safetensors.torch import load
+    # safetensors parses the raw buffers and numpy checks them, so that upload, pull and verify never import torch.
+    from safetensors import deserialize
 
     try:
-        tensors = load(data)
+        tensors = deserialize(data)
     except Exception as exc:  # safetensors raises several unrelated types for a corrupt buffer
         raise SteerlabError(f"the safetensors file does not parse: {exc}") from exc
-    for key, tensor in tensors.items():
-        if not bool(torch.isfinite(tensor).all()):
+    for key, spec in tensors:
+        if not _all_finite(spec["data"], spec["dtype"]):
             raise SteerlabError(f"tensor {key} contains NaN or infinite values.")
+
+
+def _all_finite(buffer: bytes | bytearray, dtype: str) -> bool:
+    import numpy as np
+
+    if dtype == "BF16":  # numpy has no bfloat16; its bits are the top half of a float32, so widen them exactly
+        values = (np.frombuffer(buffer, "<u2").astype("<u4") << 16).view("<f4")
+    else:
+        values = np.frombuffer(buffer, {"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype])
+    return bool(np.isfinite(values).all())
 
 
 def vector_metrics(card: dict[str, Any]) -> dict[str, Any]:
