@@ -24,12 +24,12 @@ import torch
 from bench import choose_threads, interleave, ratio, spread_text, summary
 from bench.refs.client import RefWorker
 from steerlab import PairSet, Vector, extract, generate, load_model, steer
-from steerlab.capture import pad_batch, pad_id_of, tokenize_side
 from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel, steerlab_home
-from steerlab.pairs import render_prompt
 from steerlab.plan import compile_plan
+from steerlab.prompts import render, tokenize_side
 from steerlab.steering import apply_plan
+from steerlab.tokens import pad_batch, pad_id_of
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
@@ -88,7 +88,7 @@ def emotion_pairs(n: int) -> PairSet:
 def reference_texts(model: LoadedModel, pairs: PairSet) -> list[list[str]]:
     """Each side as the one string a reference library tokenizes: the chat-templated prompt, then the completion."""
     tok = model.tokenizer
-    return [[render_prompt(tok, s.user) + s.completion for s in (p.positive, p.negative)] for p in pairs.pairs]
+    return [[render(tok, s.user) + s.completion for s in (p.positive, p.negative)] for p in pairs.pairs]
 
 
 def token_pool(model: LoadedModel, n_tokens: int) -> list[int]:

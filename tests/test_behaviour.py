@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from steerlab import PairSet, extract, generate, steer
-from steerlab.capture import pad_batch, pad_id_of
-from steerlab.pairs import render_prompt
+from steerlab.prompts import render
+from steerlab.tokens import pad_batch, pad_id_of
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def _p_matching(model, items: list[dict], steering, scale: float) -> float:
     """Mean P(answer matching the behaviour), normalised over the two answer letters, read after '('."""
     tok = model.tokenizer
     letter_ids = {c: tok("(" + c, add_special_tokens=False)["input_ids"][-1] for c in "AB"}
-    texts = [render_prompt(tok, item["question"]) + "(" for item in items]
+    texts = [render(tok, item["question"]) + "(" for item in items]
     seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     ids, mask, pos, _ = pad_batch(seqs, pad_id_of(tok), "left", model.device)
     ctx = steer(model, steering, scale=scale) if steering is not None else nullcontext()

@@ -125,7 +125,7 @@ def test_cache_merge_select_and_trim() -> None:
     hf = model.hf_model
 
     def prefill(seqs: list[list[int]]) -> tuple[object, torch.Tensor]:
-        from steerlab.capture import pad_batch
+        from steerlab.tokens import pad_batch
 
         ids, mask, pos, _ = pad_batch(seqs, 0, "left", torch.device("cpu"))
         cache = kvcache.new_cache(hf)

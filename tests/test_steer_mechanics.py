@@ -7,7 +7,7 @@ import torch
 from tiny import ARCHS, H, L, tiny_model
 
 from steerlab import Kit, KitEntry, SteerlabError, Vector, steer
-from steerlab.capture import pad_batch
+from steerlab.tokens import pad_batch
 
 
 def _vector(seed: int = 1, layers: range = range(L)) -> Vector:

@@ -98,3 +98,20 @@ def tiny_model(arch: str = "llama", seed: int = 0) -> LoadedModel:
     config.eos_token_id = 0
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return wrap_model(model, byte_tokenizer(), name=f"tiny-{arch}")
+
+
+# ChatML, as SmolLM2 and Qwen write it: the template brings its own turn tokens, <|im_end|> closes every turn.
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def chat_tiny_model(arch: str = "llama", seed: int = 0) -> LoadedModel:
+    """A tiny model whose tokenizer has a chat template and two added turn tokens (the embeddings grow to fit)."""
+    model = tiny_model(arch, seed)
+    tok = model.tokenizer
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    model.hf_model.resize_token_embeddings(len(tok), mean_resizing=False)
+    return model

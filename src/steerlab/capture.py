@@ -3,78 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel
-from steerlab.pairs import ReadPosition, Side, render_prompt
-
-PaddingSide = Literal["left", "right"]
-
-
-@dataclass(frozen=True)
-class Tokenized:
-    ids: list[int]
-    read_start: int  # first token index read (inclusive)
-    read_end: int  # last token index read (exclusive)
+from steerlab.tokens import PaddingSide, Tokenized, pad_batch, pad_id_of
 
 
 class _StopForward(Exception):
     """Raised by the deepest hook: nothing past it (deeper blocks, the LM head) needs computing."""
-
-
-def tokenize_side(model: LoadedModel, side: Side, position: ReadPosition, chat: bool = True) -> Tokenized:
-    tok = model.tokenizer
-    if tok is None:
-        raise SteerlabError("this model has no tokenizer: load it with load_model or pass one to wrap_model.")
-    templated = chat and bool(getattr(tok, "chat_template", None))
-    prompt = render_prompt(tok, side.user, side.system, chat=chat)
-    prompt_ids = list(tok(prompt, add_special_tokens=not templated)["input_ids"])
-    completion_ids = list(tok(side.completion, add_special_tokens=False)["input_ids"]) if side.completion else []
-    ids = prompt_ids + completion_ids
-    if not ids:
-        raise SteerlabError("an example rendered to zero tokens; check the pair file for empty fields.")
-    if position == "last":
-        return Tokenized(ids, len(ids) - 1, len(ids))
-    if not completion_ids:
-        raise SteerlabError(
-            f"reading position {position!r} needs a completion after the prompt, and an example has none; "
-            "use position='last' for prompts without completions."
-        )
-    if position == "answer":
-        return Tokenized(ids, len(ids) - 1, len(ids))
-    if position == "mean":
-        return Tokenized(ids, len(prompt_ids), len(ids))
-    raise SteerlabError(f"unknown reading position {position!r}: use 'last', 'mean' or 'answer'.")
-
-
-def pad_batch(
-    seqs: Sequence[list[int]], pad_id: int, side: PaddingSide, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-    """input_ids, attention_mask, position_ids and each row's offset of its first real token."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    offsets = []
-    for row, seq in enumerate(seqs):
-        start = width - len(seq) if side == "left" else 0
-        ids[row, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, start : start + len(seq)] = 1
-        offsets.append(start)
-    # Positions count real tokens only, so a left-padded row sees the same positions as when it runs alone.
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    return ids.to(device), mask.to(device), positions.to(device), offsets
-
-
-def pad_id_of(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if isinstance(value, int):
-            return value
-    return 0
 
 
 def read_batches(

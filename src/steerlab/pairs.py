@@ -147,11 +147,3 @@ def read_records(file: Path, list_keys: Sequence[str] = ("pairs", "data")) -> li
     except json.JSONDecodeError as exc:
         raise SteerlabError(f"{file} is not valid JSON: {exc}") from exc
     raise SteerlabError(f"unsupported pair file type {suffix!r} for {file}: use .jsonl, .json or .csv.")
-
-
-def render_prompt(tokenizer: Any, user: str, system: str | None = None, chat: bool = True) -> str:
-    """The text the model sees before the completion: its chat template when it has one, plain text otherwise."""
-    if chat and getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-    return f"{system}\n\n{user}" if system else user

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from steerlab.capture import pad_batch, pad_id_of
 from steerlab.errors import SteerlabError
 from steerlab.evaluate.scoring import PLAIN, Shot, render_ids
 from steerlab.models import LoadedModel, wrap_model
+from steerlab.tokens import pad_batch, pad_id_of
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""How a condition runs the model: rendering with system prompt and k-shot turns, continuation log-probs, generation.
+"""How a condition runs the model: its prompt (steerlab.prompts), continuation log-probs, generation.
 
 Steering always goes through steerlab.steer (one compiled plan per call); a LoRA condition swaps in another model.
 """
@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-from steerlab.capture import pad_batch, pad_id_of
 from steerlab.errors import SteerlabError
+from steerlab.generation import decode, generate_ids
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
+from steerlab.prompts import Shot, prompt_ids
 from steerlab.steering import steer
-
-Shot = tuple[str, str]  # (user message, assistant answer)
+from steerlab.tokens import pad_batch, pad_id_of, tokenizer_of
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,8 @@ PLAIN = Setting("unsteered")
 
 
 def render_ids(model: LoadedModel, user: str, setting: Setting) -> list[int]:
-    """Prompt token ids: the chat template with system + shots + user, or plain text for models without one."""
-    tok = model.tokenizer
-    if tok is None:
-        raise SteerlabError("this model has no tokenizer: load it with load_model or pass one to wrap_model.")
-    if getattr(tok, "chat_template", None):
-        messages = [{"role": "system", "content": setting.system}] if setting.system else []
-        for question, answer in setting.shots:
-            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-        messages.append({"role": "user", "content": user})
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(tok(text, add_special_tokens=False)["input_ids"])
-    parts = ([setting.system] if setting.system else []) + [f"{q}\n{a}" for q, a in setting.shots] + [user]
-    ids = list(tok("\n\n".join(parts) + "\n", add_special_tokens=True)["input_ids"])
-    return ids or [pad_id_of(tok)]
+    """Prompt token ids under `setting` (system, shots, user): the same renderer extraction and the server use."""
+    return prompt_ids(tokenizer_of(model), user, setting.system, setting.shots)
 
 
 def _batches(order: list[int], sizes: list[int], token_budget: int) -> Iterator[list[int]]:
@@ -121,28 +109,11 @@ def _score_chunk(
             out[r][c] = float(span.gather(-1, torch.tensor(target, device=span.device).unsqueeze(-1)).sum())
 
 
-@torch.inference_mode()
 def generate_texts(
     base: LoadedModel, setting: Setting, users: Sequence[str], max_new_tokens: int, batch_size: int = 16
 ) -> list[str]:
-    """Greedy generations for each user prompt under `setting` (left-padded batches)."""
+    """Greedy generations for each user prompt under `setting`, through the same path as steerlab.generate."""
     model = setting.runner(base)
-    pad = pad_id_of(model.tokenizer)
-    hf: Any = model.hf_model  # typed as nn.Module; generate() comes from transformers' GenerationMixin
-    texts: list[str] = []
-    for start in range(0, len(users), batch_size):
-        prompts = [render_ids(model, u, setting) for u in users[start : start + batch_size]]
-        ids, mask, _, _ = pad_batch(prompts, pad, "left", model.device)
-        with setting.context(model):
-            out = hf.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=pad,
-            )
-        texts += [model.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
-    return texts
+    prompts = [render_ids(model, u, setting) for u in users]
+    generated = generate_ids(model, prompts, setting.steering, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [decode(model, row) for row in generated]

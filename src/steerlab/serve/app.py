@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from steerlab.errors import SteerlabError
 from steerlab.serve.errors import ApiError, error_body
-from steerlab.serve.protocol import ChatRequest, CompletionRequest, _Sampling
+from steerlab.serve.protocol import ChatRequest, CompletionRequest, SamplingFields
 from steerlab.serve.service import Run, Service
 
 STATIC = Path(__file__).parent / "static"
@@ -152,7 +152,7 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 
 async def _stream(
-    service: Service, body: _Sampling, run: Run, kind: str, endpoint: str, client: str | None
+    service: Service, body: SamplingFields, run: Run, kind: str, endpoint: str, client: str | None
 ) -> AsyncIterator[str]:
     """OpenAI's chunk format: a role chunk per choice (chat), text deltas, a finish chunk, optional usage, [DONE]."""
     usage_wanted = body.stream_options is not None and body.stream_options.include_usage

@@ -18,14 +18,15 @@ from typing import Any
 
 import torch
 
-from steerlab.capture import pad_batch, pad_id_of
 from steerlab.errors import SteerlabError
+from steerlab.generation import eos_ids
 from steerlab.models import LoadedModel
 from steerlab.plan import Plan, RowPlan, stack_rows
 from steerlab.serve import kvcache
 from steerlab.serve.sampling import Sampling, pick_tokens
 from steerlab.serve.textstream import TextStream
 from steerlab.steering import apply_plan
+from steerlab.tokens import pad_batch, pad_id_of
 
 log = logging.getLogger("steerlab.serve")
 
@@ -71,17 +72,6 @@ class Stats:
         return {**self.__dict__, "mean_rows": round(mean, 3)}
 
 
-def eos_ids_of(model: LoadedModel) -> set[int]:
-    """The ids `generate` stops at: the generation config's, else the tokenizer's."""
-    config = getattr(model.hf_model, "generation_config", None)
-    value = getattr(config, "eos_token_id", None)
-    if value is None:
-        value = getattr(model.tokenizer, "eos_token_id", None)
-    if value is None:
-        return set()
-    return {int(v) for v in value} if isinstance(value, list | tuple) else {int(value)}
-
-
 def context_length_of(model: LoadedModel) -> int | None:
     config = getattr(model.hf_model, "config", None)
     for attr in ("max_position_embeddings", "n_positions"):
@@ -112,7 +102,7 @@ class Batcher:
         self.model = model
         self.max_batch = max_batch
         self.max_prefill_tokens = max_prefill_tokens  # padded prompt tokens per prefill forward (memory bound)
-        self.eos_ids = eos_ids_of(model)
+        self.eos_ids = eos_ids(model)  # the same stops as steerlab.generate
         self.context_length = context_length_of(model)
         self.pad_id = pad_id_of(model.tokenizer)
         self.stats = Stats()

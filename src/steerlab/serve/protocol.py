@@ -29,7 +29,7 @@ class StreamOptions(BaseModel):
 UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "functions", "tool_choice", "response_format", "echo", "suffix")
 
 
-class _Sampling(BaseModel):
+class SamplingFields(BaseModel):
     """Fields shared by both endpoints. Other OpenAI fields (frequency_penalty, ...) are accepted and ignored."""
 
     model_config = ConfigDict(extra="allow")
@@ -59,7 +59,7 @@ class _Sampling(BaseModel):
         return stops
 
     @model_validator(mode="after")
-    def _supported(self) -> _Sampling:
+    def _supported(self) -> SamplingFields:
         asked = [name for name in UNSUPPORTED if (self.model_extra or {}).get(name) not in (None, False, 0, [], {})]
         if asked:
             raise ValueError(f"{', '.join(asked)} not supported by this server; leave them out")
@@ -87,7 +87,7 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class ChatRequest(_Sampling):
+class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
@@ -95,7 +95,7 @@ class ChatRequest(_Sampling):
         return self.max_completion_tokens or self.max_tokens
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(SamplingFields):
     prompt: str | list[str]
 
     @field_validator("prompt")

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerlab.capture import pad_id_of
+from steerlab import prompts
+from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel
 from steerlab.serve.audit import AuditLog
 from steerlab.serve.batcher import Batcher, Event, Job
 from steerlab.serve.errors import ApiError
-from steerlab.serve.protocol import ChatMessage, _Sampling
+from steerlab.serve.protocol import ChatMessage, SamplingFields
 from steerlab.serve.registry import Registry, Resolved
 from steerlab.serve.sampling import Sampling
 from steerlab.serve.textstream import TextStream
@@ -103,19 +104,15 @@ class Service:
             )
 
     def chat_ids(self, messages: list[ChatMessage]) -> list[int]:
-        tok = self.model.tokenizer
+        """The chat endpoint's prompt, rendered as extraction and the bench render theirs (developer = system)."""
         turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-            return list(tok(str(text), add_special_tokens=False)["input_ids"])
-        return self.text_ids("\n\n".join(t["content"] for t in turns))
+        try:
+            return prompts.messages_ids(self.model.tokenizer, turns)
+        except SteerlabError as exc:
+            raise ApiError(str(exc), code="invalid_messages", param="messages") from exc
 
     def text_ids(self, prompt: str) -> list[int]:
-        ids = list(self.model.tokenizer(prompt)["input_ids"])
-        if not ids:
-            # An empty prompt still needs one token to condition on: start from the padding/eos token.
-            ids = [pad_id_of(self.model.tokenizer)]
-        return ids
+        return prompts.text_ids(self.model.tokenizer, prompt)
 
     def max_tokens(self, asked: int | None, prompt_len: int) -> int:
         limit = self.batcher.context_length
@@ -134,7 +131,7 @@ class Service:
         return asked or self.config.default_max_tokens
 
     # ----- running -----
-    def start(self, body: _Sampling, resolved: Resolved, prompts: list[list[int]]) -> Run:
+    def start(self, body: SamplingFields, resolved: Resolved, prompts: list[list[int]]) -> Run:
         """Submit n jobs per prompt; choice k*n + j is prompt k's j-th sample."""
         loop = asyncio.get_running_loop()
         run = Run(id=uuid.uuid4().hex[:24], resolved=resolved, prompt_tokens=sum(len(p) for p in prompts))
@@ -159,7 +156,7 @@ class Service:
         return run
 
     def log(
-        self, endpoint: str, body: _Sampling, run: Run | None, status: str, client: str | None, **extra: Any
+        self, endpoint: str, body: SamplingFields, run: Run | None, status: str, client: str | None, **extra: Any
     ) -> None:
         resolved = run.resolved if run is not None else None
         self.audit.write(
