@@ -10,7 +10,6 @@ Every figure is a ratio against its control measured in the same run, rounds int
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from bench import choose_threads, interleave, ratio, spread_text, summary
 from bench.refs.client import RefWorker
 from steerlab import PairSet, Vector, extract, generate, load_model, steer
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.data import datasets_root
 from steerlab.models import LoadedModel, steerlab_home
 from steerlab.plan import compile_plan
 from steerlab.prompts import render, tokenize_side
@@ -66,19 +66,9 @@ FULL = Settings(new_tokens=64, gen_rounds=6, prefill_rounds=10, decode_steps=200
 QUICK = Settings(new_tokens=16, gen_rounds=2, prefill_rounds=3, decode_steps=40, extract_rounds=1, extract_warmup=0)
 
 
-def datasets_dir() -> Path:
-    folder = Path(os.environ.get("STEERLAB_DATASETS", REPO.parent / "shared" / "datasets"))
-    if not (folder / "repe" / "emotions").is_dir():
-        raise SteerlabError(
-            f"the benchmark reads repe/emotions from the shared datasets, not found under {folder}; "
-            "set STEERLAB_DATASETS to the folder that holds repe/."
-        )
-    return folder
-
-
 def emotion_pairs(n: int) -> PairSet:
     """n completion pairs: the same user prompt, a happy scenario vs a sad one (RepE emotions, MIT)."""
-    folder = datasets_dir() / "repe" / "emotions"
+    folder = datasets_root(("repe",)) / "repe" / "emotions"
     happy = json.loads((folder / "happiness.json").read_text())
     sad = json.loads((folder / "sadness.json").read_text())
     records = [{"prompt": PAIR_PROMPT, "positive": h, "negative": s} for h, s in zip(happy, sad, strict=False)][:n]
@@ -93,7 +83,7 @@ def reference_texts(model: LoadedModel, pairs: PairSet) -> list[list[str]]:
 
 def token_pool(model: LoadedModel, n_tokens: int) -> list[int]:
     """Real text tokens (the emotion scenarios, no template) to build unpadded batches from."""
-    folder = datasets_dir() / "repe" / "emotions"
+    folder = datasets_root(("repe",)) / "repe" / "emotions"
     scenarios = [json.loads((folder / f"{name}.json").read_text()) for name in ("happiness", "sadness")]
     text = " ".join(scenarios[0] + scenarios[1])
     ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -10,7 +10,6 @@ Headline: different-kits / unsteered throughput (target >= 0.9), and what batchi
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ import torch
 from bench import choose_threads, interleave, ratio, spread_text, summary
 from steerlab import PairSet, Vector, extract, load_model
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.data import datasets_root
 from steerlab.models import LoadedModel
 from steerlab.serve.server import BackgroundServer, build_service
 
@@ -57,16 +57,9 @@ FULL = Settings(new_tokens=32, requests_per_client=2, rounds=4, warmup_tokens=8,
 QUICK = Settings(new_tokens=16, requests_per_client=1, rounds=2, warmup_tokens=4, sequential_requests=8)
 
 
-def datasets_dir() -> Path:
-    folder = Path(os.environ.get("STEERLAB_DATASETS", REPO.parent / "shared" / "datasets"))
-    if not (folder / "repe" / "emotions").is_dir():
-        raise SteerlabError(f"repe/emotions not found under {folder}; set STEERLAB_DATASETS to the datasets folder.")
-    return folder
-
-
 def happy_vector(model: LoadedModel) -> Vector:
     """A real vector: happy vs sad on 16 RepE emotion pairs, blocks 10-20."""
-    folder = datasets_dir() / "repe" / "emotions"
+    folder = datasets_root(("repe",)) / "repe" / "emotions"
     happy = json.loads((folder / "happiness.json").read_text())[:16]
     sad = json.loads((folder / "sadness.json").read_text())[:16]
     records = [

@@ -1,8 +1,7 @@
-"""Shared fixtures: the default model (loaded once per session) and the path to ../shared/datasets."""
+"""Shared fixtures: the default model (loaded once per session) and the committed dataset slices (tests/data)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -11,13 +10,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = Path(os.environ.get("STEERLAB_DATASETS", REPO.parent / "shared" / "datasets"))
+# Small slices of ../shared/datasets, same layout and formats (tests/data/make_slices.py writes them). Always these,
+# never the full data: the tests then behave the same on CI, which has ../shared, and on a fresh clone, which has not.
+DATASETS = Path(__file__).resolve().parent / "data" / "datasets"
 
 
 @pytest.fixture(scope="session")
 def datasets() -> Path:
-    if not DATASETS.is_dir():
-        pytest.fail(f"the shared datasets are missing at {DATASETS}; set STEERLAB_DATASETS to their folder")
     return DATASETS
 
 

@@ -196,7 +196,7 @@ def test_cli_interfere_writes_json_png_and_orthogonal_kit(tiny, tmp_path: Path) 
     assert abs(cosine_by_layer(ortho.entries[0], ortho.entries[1])[2]) < 1e-5
 
 
-# ----- a five-axis kit from the shared datasets, on the default model -----
+# ----- a five-axis kit from the datasets (the committed slices), on the default model -----
 N_TRAIN, N_HELD, N_TASK = 16, 8, 8
 EXTRACT_LAYERS = list(range(8, 17))
 STEER_LAYERS = list(range(10, 15))
@@ -251,7 +251,9 @@ SCALES = {"happy": 0.5, "sycophancy": 1.2, "refusal": 0.22, "formal": 0.2, "agre
 
 
 @pytest.mark.slow
-def test_five_axis_kit_on_the_default_model(default_model, datasets, tmp_path: Path) -> None:
+def test_five_axis_kit_on_the_default_model(default_model, datasets, tmp_path: Path, monkeypatch) -> None:
+    # The formality scorer trains its judge on formality-pavlick/ under datasets_root(): the slice holds it whole.
+    monkeypatch.setenv("STEERLAB_DATASETS", str(datasets))
     records = axis_records(datasets)
     entries, held = [], {}
     for name, rows in records.items():

@@ -52,19 +52,38 @@ class Labelled:
     positive: bool
 
 
-def datasets_root() -> Path:
-    """STEERLAB_DATASETS, else the shared datasets folder beside the repository or the working directory."""
+# The folders the seed suite reads; the full datasets hold more (anthropic-evals/, repe/, ...).
+SUITE_FOLDERS = ("caa", "crows-pairs", "formality-pavlick", "mmlu-law", "refusal-direction", "sst")
+
+
+def datasets_root(needs: Sequence[str] = SUITE_FOLDERS) -> Path:
+    """The full evaluation datasets: $STEERLAB_DATASETS, else ../shared/datasets beside the repository or the working
+    directory. Only the benchmarks, `make starter-pack` and `steerlab bench --suite seed` read them (the tests read the
+    slices in tests/data/datasets), so a missing folder is an error that says where it looked and how to get them."""
     env = os.environ.get("STEERLAB_DATASETS")
-    candidates = [Path(env)] if env else []
-    candidates += [
-        Path(__file__).resolve().parents[3].parent / "shared" / "datasets",
-        Path.cwd().parent / "shared" / "datasets",
-    ]
+    # A folder the user names is the one they mean: never fall back from it to another one silently.
+    candidates = [Path(env)] if env else _default_roots()
     for folder in candidates:
-        if folder.is_dir():
+        if all((folder / name).is_dir() for name in needs):
             return folder
-    raise SteerlabError(
-        "cannot find the evaluation datasets: set STEERLAB_DATASETS to the folder that holds caa/, crows-pairs/, ..."
+    raise SteerlabError(_missing_message(candidates, needs, from_env=bool(env)))
+
+
+def _default_roots() -> list[Path]:
+    beside_repo = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
+    beside_cwd = Path.cwd().resolve().parent / "shared" / "datasets"
+    return [beside_repo] if beside_cwd == beside_repo else [beside_repo, beside_cwd]
+
+
+def _missing_message(looked: Sequence[Path], needs: Sequence[str], from_env: bool) -> str:
+    where = " or ".join(str(p) for p in looked) + (" ($STEERLAB_DATASETS)" if from_env else "")
+    folders = ", ".join(f"{name}/" for name in needs)
+    return (
+        f"cannot find the full evaluation datasets: looked for {folders} in {where}. Set STEERLAB_DATASETS to a "
+        "folder that has them (the project's datasets live in ../shared/datasets beside the clone; each folder's "
+        "SOURCE.md says where its data comes from). Only the benchmarks, `make starter-pack` and "
+        "`steerlab bench --suite seed` need them; tests/data/datasets holds small slices of the same layout for a "
+        "smoke run."
     )
 
 
