@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,9 @@ def test_extract_inspect_generate(model_dir, pair_file, tmp_path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "unsteered" in res.output and "steered" in res.output
+    # Both columns, side by side: "steered" as a word of its own, since "unsteered" contains it.
+    header = next(line for line in res.output.splitlines() if "unsteered" in line)
+    assert re.search(r"\bunsteered\b.*\bsteered\b", header), res.output
 
 
 def test_cli_errors_exit_non_zero_with_a_clear_message(tmp_path) -> None:

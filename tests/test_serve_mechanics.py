@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,32 @@ class Collector:
         return self.events[-1]
 
 
+class Gate:
+    """Holds the batcher's engine thread inside a sink call until the test says go, so a test can act between steps.
+
+    `hold(sink, after)` wraps a sink: the first event that reports at least `after` tokens is delivered, then the
+    engine thread blocks there (no step runs) until `go()`. `reached` is set once it is blocked.
+    """
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._go = threading.Event()
+        self.held_at: int | None = None  # completion_tokens of the event the engine was held after
+
+    def hold(self, sink: Callable[[Event], None], after: int) -> Callable[[Event], None]:
+        def gated(event: Event) -> None:
+            sink(event)
+            if self.held_at is None and event.completion_tokens >= after:
+                self.held_at = event.completion_tokens
+                self.reached.set()
+                assert self._go.wait(60), "the test never released the engine"
+
+        return gated
+
+    def go(self) -> None:
+        self._go.set()
+
+
 def _job(model, prompt: str, kit: Kit | None, max_tokens: int, **kw) -> tuple[Job, Collector]:
     sink = Collector()
     ids = list(model.tokenizer(prompt)["input_ids"])
@@ -95,28 +122,30 @@ def test_batched_rows_equal_generate_alone(arch: str) -> None:
         for p, k, n in zip(PROMPTS, kits, lengths, strict=True)
     ]
     batcher = Batcher(model, max_batch=4)
+    gate = Gate()
+    jobs, sinks = zip(*(_job(model, p, k, n) for p, k, n in zip(PROMPTS, kits, lengths, strict=True)), strict=True)
+    jobs[0].sink = gate.hold(sinks[0], after=2)
     try:
-        sinks = []
-        for k, (prompt, kit, n) in enumerate(zip(PROMPTS, kits, lengths, strict=True)):
-            job, sink = _job(model, prompt, kit, n)
+        # The first two share the first prefill; the engine is then held after row 0's second token while the other
+        # four arrive, so they join a batch that is already decoding (two at once, the rest as rows leave).
+        batcher.submit(jobs[0])
+        batcher.submit(jobs[1])
+        batcher.start()
+        assert gate.reached.wait(60)
+        for job in jobs[2:]:
             batcher.submit(job)
-            sinks.append(sink)
-            if k == 1:
-                # The first two are queued before the loop starts, so they share a batch however fast the machine
-                # decodes (a tiny model can finish a row within the 20 ms the others wait); the rest arrive while
-                # rows decode.
-                batcher.start()
-            time.sleep(0.02)
+        gate.go()
         for sink in sinks:
             assert sink.done.wait(60)
     finally:
+        gate.go()
         batcher.close()
     assert [s.text for s in sinks] == expected
     for sink, n in zip(sinks, lengths, strict=True):
         reason, count = sink.last.finish_reason, sink.last.completion_tokens
         assert (reason, count) == ("length", n) or (reason == "stop" and count <= n)  # stop: the eos token
     stats = batcher.stats
-    assert 2 <= stats.max_rows <= 4, stats  # rows really shared batches, never more than max_batch
+    assert stats.max_rows == 4 and stats.prefills >= 3, stats  # joined mid-decode, never more than max_batch
     assert stats.decode_rows > stats.decode_steps
 
 
@@ -193,19 +222,31 @@ def test_sampling_is_seeded_per_row_and_top_p_narrows() -> None:
 
 def test_cancelled_rows_leave_without_disturbing_others() -> None:
     model = tiny_model("llama")
-    batcher = Batcher(model).start()
+    batcher = Batcher(model)
+    gate = Gate()
+    keep, keep_sink = _job(model, "hello there", None, 40, ignore_eos=True)
+    drop, drop_sink = _job(model, "ab", None, 40, ignore_eos=True)
+    drop.sink = gate.hold(drop_sink, after=3)
+    batcher.submit(keep)
+    batcher.submit(drop)  # both queued before the engine starts: one prefill, one decode batch
+    batcher.start()
     try:
-        keep, keep_sink = _job(model, "hello there", None, 40, ignore_eos=True)
-        drop, drop_sink = _job(model, "ab", None, 40, ignore_eos=True)
-        batcher.submit(keep)
-        batcher.submit(drop)
-        time.sleep(0.05)
-        drop.cancel()
+        assert gate.reached.wait(60)  # the engine is parked inside drop's sink, between two steps
+        drop.cancel()  # from this thread, as a request's handler does when its client leaves
+        gate.go()
         assert keep_sink.done.wait(60)
     finally:
         batcher.close()
     assert keep_sink.text == generate(model, "hello there", max_new_tokens=40, chat=False)[0]
-    assert not drop_sink.done.is_set()  # a cancelled row just leaves; nobody is listening
+    held = gate.held_at
+    assert held is not None and 3 <= held < 40
+    assert not drop_sink.done.is_set() and drop_sink.last.completion_tokens == held  # no event after the cancel
+    assert drop.generated == held  # the token decoded after the cancel was dropped, not counted
+    # keep decodes tokens 2..40 (39 steps); drop is in the steps that decoded its tokens 2..held, plus the one whose
+    # token it dropped on seeing the cancel, and in none after.
+    stats = batcher.stats
+    assert (stats.prefills, stats.max_rows, stats.decode_steps) == (1, 2, 39)
+    assert stats.decode_rows == 39 + held
 
 
 def _registry(tmp_path: Path, **kw) -> Registry:
@@ -279,22 +320,44 @@ def test_prefill_token_cap_splits_prefills_without_changing_answers() -> None:
     assert batcher.stats.prefills >= 4 and batcher.stats.max_rows >= 2  # split prefills, still one decode batch
 
 
-def test_a_client_leaving_a_stream_frees_its_row(tmp_path: Path) -> None:
+def test_a_client_leaving_a_stream_frees_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx
 
     from steerlab.serve.server import BackgroundServer, build_service
 
     service = build_service(tiny_model("llama"), audit_path=tmp_path / "audit.jsonl", model_id="tiny")
+    gate = Gate()
+    submit = service.batcher.submit
+
+    def gated_submit(job: Job) -> None:
+        # The engine stops after the row's first streamed token until the client has gone and the server has seen it.
+        job.sink = gate.hold(job.sink, after=1)
+        submit(job)
+
+    monkeypatch.setattr(service.batcher, "submit", gated_submit)
     with BackgroundServer(service) as server:
         body = {"model": "tiny", "prompt": "hi", "max_tokens": 120, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as response:
-            first = next(response.iter_lines())
-            assert first.startswith("data: {")
-        deadline = time.monotonic() + 30
-        while service.batcher.active and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert service.batcher.active == 0
+        try:
+            with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as response:
+                first = next(response.iter_lines())
+                assert first.startswith("data: {")
+            # The stream's handler logs when it ends: by then it has cancelled the row (the engine is still held).
+            assert _wait_for(lambda: len(service.audit.read()) == 1)
+            record = service.audit.read()[-1]
+        finally:
+            gate.go()
+        assert _wait_for(lambda: service.batcher.active == 0)  # the row left at the next step
         health = httpx.get(f"{server.url}/health").json()
         assert health["batcher"]["active"] == 0
-    record = service.audit.read()[-1]
-    assert record["status"] == "cancelled" and record["completion_tokens"] < 120
+    assert record["status"] == "cancelled" and record["completion_tokens"] == gate.held_at
+    assert service.batcher.stats.completed == 0  # it never ran to its 120 tokens
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll a condition that another thread makes true (a bounded wait, not a timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
