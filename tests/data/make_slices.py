@@ -109,8 +109,10 @@ def first(n: int) -> Rule:
     return Rule(lambda rows: list(range(min(n, len(rows)))), f"the first {n} rows")
 
 
-def first_per(key: Callable[[Any], Any], n: int, what: str, overrides: dict[Any, int] | None = None) -> Rule:
-    """The first n rows of each value of key (overrides: another n for some values), in file order."""
+def first_per(
+    key: Callable[[Any], Any], n: int, what: str, overrides: dict[Any, int] | None = None, note: str = ""
+) -> Rule:
+    """The first n rows of each value of key (overrides: another n for some values; note says so), in file order."""
     counts = overrides or {}
 
     def pick(rows: list[Any]) -> list[int]:
@@ -123,13 +125,21 @@ def first_per(key: Callable[[Any], Any], n: int, what: str, overrides: dict[Any,
                 keep.append(i)
         return keep
 
-    extra = "".join(f"; {k}: the first {v}" for k, v in counts.items())
-    return Rule(pick, f"the first {n} rows of each {what}{extra}, in file order")
+    return Rule(pick, f"the first {n} rows of each {what}{note}, in file order")
 
 
 def field(*names: str) -> Callable[[Any], Any]:
     return lambda row: tuple(str(row[n]).strip() for n in names) if len(names) > 1 else str(row[names[0]]).strip()
 
+
+# Recipes contrast a concept's rows with concept-free rows (concept_id -1) of the same genre: keep every genre.
+AXBENCH_TRAIN = first_per(
+    field("concept_id", "concept_genre"),
+    6,
+    "(`concept_id`, `concept_genre`)",
+    {("-1", genre): 16 for genre in ("text", "code", "math")},
+    "; of the concept-free rows (`concept_id` -1): the first 16 of each genre",
+)
 
 # First matching pattern wins. Sizes: enough rows for the seed suite at FULL size (64 pairs + 16 validation + >= 100
 # test items), the starter recipes (6 sampled records each; 32-pair builds), and the first-N reads of the tests.
@@ -139,7 +149,7 @@ RULES: Sequence[tuple[str, Rule]] = (
     ("anthropic-evals/persona/*.jsonl", first_per(field(LABEL), 40, f"`{LABEL}`")),
     ("anthropic-evals/winogenerated/winogenerated_examples.jsonl", first(120)),
     ("axbench/concept500/*/metadata.jsonl", whole()),  # the concept lists: a recipe may pick any of the 500
-    ("axbench/*/train_data.jsonl", first_per(field("concept_id"), 6, "`concept_id`", {"-1": 30})),
+    ("axbench/*/train_data.jsonl", AXBENCH_TRAIN),
     ("axbench/*/latent_eval_data.jsonl", first_per(field("concept_id", "category"), 3, "(`concept_id`, `category`)")),
     ("bbq/data/*.jsonl", first_per(field("context_condition", "question_polarity"), 15, "(context, polarity)")),
     ("caa/generate/*/generate_dataset.json", first_per(field(LABEL), 60, f"`{LABEL}` letter")),
