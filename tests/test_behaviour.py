@@ -1,4 +1,4 @@
-"""Behaviour on the default model with real data from ../shared/datasets: steering moves what it should."""
+"""Behaviour on the default model with real data (the committed dataset slices): steering moves what it should."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed suite's specs built from the shared datasets: every axis, disjoint splits, the sizes it promises."""
+"""The seed suite's specs built from the dataset slices: every axis, disjoint splits, the sizes it promises."""
 
 from __future__ import annotations
 

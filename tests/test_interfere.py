@@ -1,5 +1,5 @@
 """Interference: geometry and Gram-Schmidt, the measurement's mechanics (tiny model, CLI), and a 5-axis kit built from
-the shared datasets on the default model."""
+the committed dataset slices on the default model."""
 
 from __future__ import annotations
 
