@@ -3,7 +3,8 @@
 Each module has `run(results_dir: pathlib.Path, quick: bool) -> dict`. The dict may hold anything JSON can;
 these keys are rendered (see bench/README.md):
 - `title`: one line;
-- `headline`: rows {name, value, unit, target_max | target_min, spread, note}; `met` is filled in here;
+- `headline`: rows {name, value, unit, target_max | target_min, spread, note}; `verdict` and `met` are filled in
+  here (see `verdict`): a target is "met" or "not met" only when the whole spread lies on one side of it;
 - `notes`: Markdown paragraphs shown under the table.
 The runner adds `module`, `quick`, `started_at`, `wall_s`, `environment`, and `error` when `run` raised.
 """
@@ -16,6 +17,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 import traceback
@@ -104,17 +106,48 @@ def run_one(name: str, fn: RunFn, results_dir: Path, quick: bool) -> dict[str, A
 
 
 def _judge(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill `met`: None when there is no value or no target."""
+    """Fill `verdict` (see `verdict`) and `met`: True or False only for a clear verdict, else None."""
     out = dict(row)
-    value = out.get("value")
-    met = None
-    if isinstance(value, int | float):
-        if out.get("target_max") is not None:
-            met = value <= out["target_max"]
-        if out.get("target_min") is not None:
-            met = (met is not False) and value >= out["target_min"]
-    out["met"] = met
+    out["verdict"] = verdict(out)
+    out["met"] = {"met": True, "not met": False}.get(out["verdict"] or "")
     return out
+
+
+# "IQR 0.941-1.038 (n=100)": the two numbers of a spread written by bench.spread_text.
+_SPREAD = re.compile(r"(-?\d+(?:\.\d+)?)\s*-\s*(-?\d+(?:\.\d+)?)")
+
+
+def spread_bounds(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The row's spread as numbers: `spread_low`/`spread_high` if given, else read from its `spread` text."""
+    if isinstance(row.get("spread_low"), int | float) and isinstance(row.get("spread_high"), int | float):
+        return float(row["spread_low"]), float(row["spread_high"])
+    found = _SPREAD.search(str(row.get("spread") or ""))
+    if found is None:
+        return None
+    low, high = sorted((float(found.group(1)), float(found.group(2))))
+    return low, high
+
+
+def verdict(row: Mapping[str, Any]) -> str | None:
+    """'met' / 'not met' when the whole spread is on one side of every target, 'inconclusive' when it straddles one.
+
+    None when there is no value or no target. A row without a spread is judged on its value alone (nothing says
+    how noisy it is; the benchmarks give every targeted ratio a spread).
+    """
+    value = row.get("value")
+    targets = [(row.get("target_max"), "max"), (row.get("target_min"), "min")]
+    targets = [(float(t), kind) for t, kind in targets if t is not None]
+    if not isinstance(value, int | float) or not targets:
+        return None
+    low, high = spread_bounds(row) or (float(value), float(value))
+    low, high = min(low, value), max(high, value)  # the value itself always counts
+    verdicts = []
+    for target, kind in targets:
+        inside, outside = (high <= target, low > target) if kind == "max" else (low >= target, high < target)
+        verdicts.append("met" if inside else "not met" if outside else "inconclusive")
+    if "not met" in verdicts:
+        return "not met"
+    return "inconclusive" if "inconclusive" in verdicts else "met"
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -143,7 +176,17 @@ def _target(row: Mapping[str, Any]) -> str:
 
 
 def _met(row: Mapping[str, Any]) -> str:
-    return {True: "met", False: "**not met**", None: "—"}[row.get("met")]
+    found = row["verdict"] if "verdict" in row else verdict(row)
+    return {"met": "met", "not met": "**not met**", "inconclusive": "inconclusive"}.get(found or "", "—")
+
+
+def _value(row: Mapping[str, Any]) -> str:
+    """'0.997x [0.941-1.038]': the value and its spread, so a reader sees both sides of the verdict."""
+    if row.get("error"):
+        return str(row["error"])
+    text = _fmt(row.get("value"), row.get("unit", ""))
+    bounds = spread_bounds(row) if row.get("value") is not None else None
+    return f"{text} [{bounds[0]:.3f}-{bounds[1]:.3f}]" if bounds else text
 
 
 def headline_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -182,18 +225,20 @@ def summary_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "# Benchmark summary",
         "",
-        "Ratios are measured side by side in one run; see each file for the spread.",
+        "Ratios are measured side by side in one run. Each value is shown with its spread in brackets (for a ratio:",
+        "the interquartile range of its per-round ratios; see each file). A target is **met** or **not met** only",
+        "when the whole spread lies on one side of it; where the spread straddles the target the run is",
+        "**inconclusive**: the difference is within this run's noise.",
         "",
     ]
-    lines += ["| benchmark | measure | value | target | |", "|---|---|---|---|---|"]
+    lines += ["| benchmark | measure | value [spread] | target | |", "|---|---|---|---|---|"]
     for result in results:
         link = f"[{result['module']}]({result['module']}.md)"
         if result.get("error"):
             lines.append(f"| {link} | failed: {result['error']} | — | — | **not met** |")
             continue
         for row in result.get("headline", []):
-            value = row.get("error") or _fmt(row.get("value"), row.get("unit", ""))
-            lines.append(f"| {link} | {row['name']} | {value} | {_target(row)} | {_met(row)} |")
+            lines.append(f"| {link} | {row['name']} | {_value(row)} | {_target(row)} | {_met(row)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +259,17 @@ def run_all(modules: Mapping[str, RunFn], results_dir: Path, quick: bool) -> lis
     return results
 
 
+def render(results_dir: Path) -> list[dict[str, Any]]:
+    """Judge and write again every result in the folder from its JSON (no benchmark runs): verdicts, .md, summary."""
+    results = _all_results(results_dir)
+    for result in results:
+        result["headline"] = [_judge(row) for row in result.get("headline", [])]
+        write_json(results_dir / f"{result['module']}.json", result)
+        (results_dir / f"{result['module']}.md").write_text(to_markdown(result))
+    (results_dir / "summary.md").write_text(summary_markdown(results))
+    return results
+
+
 def _all_results(results_dir: Path) -> list[dict[str, Any]]:
     """Every module's latest result in the folder, so `--only` refreshes one line of the summary, not all of it."""
     found = []
@@ -229,8 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small rounds: checks the machinery in minutes")
     parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this module (repeat)")
     parser.add_argument("--results-dir", type=Path, default=None, help="default bench/results (quick: .../quick)")
+    parser.add_argument("--render", action="store_true", help="run nothing: re-render the folder's results from JSON")
     args = parser.parse_args(argv)
     results_dir = args.results_dir or (QUICK_DIR if args.quick else RESULTS_DIR)
+    if args.render:
+        render(results_dir.resolve())
+        print((results_dir / "summary.md").read_text())
+        return 0
     results = run_all(discover(args.only), results_dir.resolve(), args.quick)
     print((results_dir / "summary.md").read_text())
     return 1 if any(r.get("error") for r in results) else 0
