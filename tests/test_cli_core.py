@@ -13,8 +13,9 @@ from tiny import tiny_model
 from typer.testing import CliRunner
 
 from steerlab import Vector, load_model
+from steerlab.address import parse_address
 from steerlab.cli.app import app
-from steerlab.cli.common import parse_layers, parse_vector_spec
+from steerlab.cli.common import parse_layers
 from steerlab.errors import SteerlabError
 
 
@@ -85,23 +86,56 @@ def test_cli_errors_exit_non_zero_with_a_clear_message(tmp_path) -> None:
     assert not (tmp_path / "v").exists()
 
 
-def test_left_out_scale_and_layers_come_from_the_calibrated_card(tmp_path: Path) -> None:
+def test_left_out_scale_and_layers_come_from_the_card(tmp_path: Path) -> None:
     import torch
 
-    from steerlab.cli.common import load_vector_spec
+    from steerlab.cli.common import kit_from_addresses
     from steerlab.vector import Card, Vector
 
     card = Card(recommended_scale=-0.3, recommended_layers=[2, 3])
     path = Vector({la: torch.ones(8) for la in range(5)}, card).save(tmp_path / "v.safetensors")
-    assert load_vector_spec(str(path))[1:] == (-0.3, [2, 3])
-    assert load_vector_spec(f"{path}:0.5@1")[1:] == (0.5, [1])
+    other = Vector({la: torch.ones(8) for la in range(5)}).save(tmp_path / "w.safetensors")
+    kit, sources = kit_from_addresses([str(path), f"{path}:0.5@1", str(other)])
+    assert [(e.scale, e.layers) for e in kit.entries] == [(-0.3, [2, 3]), (0.5, [1]), (1.0, None)]
+    assert [s.file for s in sources] == [path, path, other]
 
 
-def test_spec_parsing() -> None:
+def test_spec_parsing(tmp_path: Path) -> None:
     assert parse_layers("8-10,12") == [8, 9, 10, 12]
     assert parse_layers(None) is None
-    assert parse_vector_spec("a/b.safetensors:0.5@3-4") == (Path("a/b.safetensors"), 0.5, [3, 4])
-    assert parse_vector_spec("v.safetensors")[1:] == (None, None)  # left to the card
-    assert parse_vector_spec("C:/x/v.safetensors:-2")[1] == -2.0
+    (tmp_path / "b.safetensors").write_bytes(b"")
+    found = parse_address(f"{tmp_path}/b.safetensors:0.5@3-4")
+    assert (found.kind, found.target, found.scale, found.layers) == (
+        "vector-file",
+        f"{tmp_path}/b.safetensors",
+        0.5,
+        [3, 4],
+    )
+    assert parse_address(f"{tmp_path}/b.safetensors").scale is None  # left to the card
+    assert parse_address(f"{tmp_path}/b.safetensors:-2").scale == -2.0
     with pytest.raises(SteerlabError, match="cannot read layers"):
         parse_layers("eight")
+    with pytest.raises(SteerlabError, match="cannot read layers"):
+        parse_layers("9-3")
+
+
+def test_extract_max_pairs_takes_a_seeded_sample(model_dir, pair_file, tmp_path) -> None:
+    from steerlab.cli.core import sample_pairs
+    from steerlab.pairs import PairSet
+
+    pairs = PairSet.load(pair_file)
+    first, again, other = (sample_pairs(pairs, 4, seed) for seed in (0, 0, 1))
+    assert len(first) == 4 and first.pairs == again.pairs and first.pairs != other.pairs
+    order = [pairs.pairs.index(p) for p in first.pairs]
+    assert order == sorted(order)  # kept in file order
+    assert sample_pairs(pairs, 50, 0).pairs == pairs.pairs  # asking for more than there are takes them all
+    with pytest.raises(SteerlabError, match="positive"):
+        sample_pairs(pairs, 0, 0)
+    out = tmp_path / "v.safetensors"
+    args = ["extract", str(pair_file), "--model", str(model_dir), "--out", str(out), "--layers", "1-2"]
+    res = CliRunner().invoke(app, [*args, "--max-pairs", "6", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert "from 6 of 10 pairs" in res.output
+    card = Vector.load(out).card
+    assert card.n_pairs == 6 and card.metadata["sample"] == {"pairs": 6, "of": 10, "seed": 3}
+    assert card.dataset_hash == sample_pairs(pairs, 6, 3).content_hash()

@@ -14,6 +14,7 @@ from steerlab.errors import SteerlabError
 if TYPE_CHECKING:
     from steerlab.card import Card
     from steerlab.extraction import extract
+    from steerlab.frontdoor import resolve
     from steerlab.generation import generate
     from steerlab.kit import Kit, KitEntry
     from steerlab.models import LoadedModel, load_model, wrap_model
@@ -35,6 +36,7 @@ _HOMES = {
     "extract": "steerlab.extraction",
     "generate": "steerlab.generation",
     "load_model": "steerlab.models",
+    "resolve": "steerlab.frontdoor",
     "steer": "steerlab.steering",
     "wrap_model": "steerlab.models",
 }
@@ -53,6 +55,7 @@ __all__ = [
     "extract",
     "generate",
     "load_model",
+    "resolve",
     "steer",
     "wrap_model",
 ]

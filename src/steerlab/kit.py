@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 from steerlab.errors import SteerlabError
+from steerlab.kitschema import Mode, Positions, check_mode, check_positions
 from steerlab.vector import Vector
 
-if TYPE_CHECKING:
-    from steerlab.models import LoadedModel
-
-Mode = Literal["add", "ablate", "add_keep_norm"]
-Positions = Literal["all", "prompt", "generated"]
-MODES: tuple[str, ...] = ("add", "ablate", "add_keep_norm")
-POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
+__all__ = ["EntrySource", "Kit", "KitCard", "KitEntry", "Mode", "Positions"]
 
 
 @dataclass
@@ -30,10 +25,8 @@ class KitEntry:
     mode: Mode = "add"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise SteerlabError(f"unknown steering mode {self.mode!r}: use one of {', '.join(MODES)}.")
-        if self.positions not in POSITIONS:
-            raise SteerlabError(f"unknown positions {self.positions!r}: use one of {', '.join(POSITIONS)}.")
+        check_mode(self.mode)
+        check_positions(self.positions)
         if self.layers is not None:
             missing = sorted(set(self.layers) - set(self.vector.directions))
             if missing:
@@ -42,8 +35,36 @@ class KitEntry:
                     f"layers {self.vector.layers[0]}..{self.vector.layers[-1]}."
                 )
 
+    @classmethod
+    def from_card(
+        cls,
+        vector: Vector,
+        scale: float | None = None,
+        layers: Sequence[int] | None = None,
+        positions: Positions = "all",
+        mode: Mode = "add",
+    ) -> KitEntry:
+        """The one rule for what a caller leaves out. scale None: the card's recommended_scale, which is 1.0 until
+        `steerlab calibrate` (or the bench, or the vector's author) sets it. layers None: the card's
+        recommended_layers if it has any, else every layer the vector has."""
+        chosen_scale = vector.card.recommended_scale if scale is None else scale
+        chosen_layers = list(layers) if layers is not None else (list(vector.card.recommended_layers) or None)
+        return cls(vector, float(chosen_scale), chosen_layers, positions, mode)
+
     def active_layers(self) -> list[int]:
         return sorted(self.layers) if self.layers is not None else self.vector.layers
+
+
+@dataclass(frozen=True)
+class EntrySource:
+    """Where one entry's vector came from: a file (kit files, vector files) or a store ref, and the sha256 of the
+    bytes it was read from, which is what an auditor can check."""
+
+    name: str
+    sha256: str
+    origin: str
+    file: Path | None = None
+    pairs: Path | None = None
 
 
 @dataclass
@@ -72,18 +93,6 @@ class Kit:
         mode: Mode = "add",
     ) -> Kit:
         return cls([KitEntry(vector, scale, layers, positions, mode)], KitCard(name=vector.card.name))
-
-    @classmethod
-    def load(cls, path: str | Path, model: LoadedModel | None = None) -> Kit:
-        """Read a kit file (see steerlab.kitfile): vectors are checked against their recorded hashes."""
-        from steerlab.kitfile import load_kit
-
-        return load_kit(path, model)
-
-    def save(self, path: str | Path) -> Path:
-        from steerlab.kitfile import save_kit
-
-        return save_kit(self, path)
 
     def scaled(self, factor: float) -> Kit:
         entries = [KitEntry(e.vector, e.scale * factor, e.layers, e.positions, e.mode) for e in self.entries]

@@ -1,11 +1,7 @@
 """Kit files: one readable JSON (or TOML) file naming each vector by relative path and sha256, tamper-evident.
 
-    {"format": "steerlab.kit", "version": 1,
-     "card": {"name": ..., "description": ..., "base_model": ..., "author": ..., "created_at": ...},
-     "entries": [{"name": "happy", "vector": "happy.safetensors", "sha256": "<hex>", "scale": 0.4,
-                  "layers": [10, 11, 12], "positions": "all", "mode": "add", "pairs": "heldout/happy.jsonl"}]}
-
-`sha256` is the hash of the vector file's bytes (= `Vector.content_hash()` when steerlab wrote it). Paths are relative
+The document's schema (fields, modes, positions and their checks) is steerlab.kitschema's. `sha256` is the hash
+of the vector file's bytes (= `Vector.content_hash()` when steerlab wrote it). Paths are relative
 to the kit file; a vector whose path is gone is looked up by hash among `*.safetensors` beside the kit. `pairs`
 (optional) names held-out contrastive pairs for `steerlab interfere`.
 """
@@ -19,29 +15,15 @@ import os
 import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.kit import Kit, KitCard, KitEntry
+from steerlab.kit import EntrySource, Kit, KitCard, KitEntry
+from steerlab.kitschema import KIT_FORMAT, KIT_VERSION, SUFFIXES, check_document
 from steerlab.vector import Vector
-
-KIT_FORMAT = "steerlab.kit"
-KIT_VERSION = 1
-SUFFIXES = (".json", ".toml")
-
-
-@dataclass(frozen=True)
-class EntryInfo:
-    """Where one entry's vector came from, as the kit file records it."""
-
-    name: str
-    file: Path
-    sha256: str
-    pairs: Path | None = None
 
 
 # ----- hashing and lookup -----
@@ -237,16 +219,9 @@ def read_document(path: Path) -> dict[str, Any]:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         else:
             document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SteerlabError(f"kit file {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
-    if not isinstance(document, dict) or document.get("format", KIT_FORMAT) != KIT_FORMAT:
-        raise SteerlabError(f"{path} is not a steerlab kit file (its 'format' should be '{KIT_FORMAT}').")
-    if int(document.get("version", KIT_VERSION)) > KIT_VERSION:
-        raise SteerlabError(f"{path} is a version {document['version']} kit; this steerlab reads up to {KIT_VERSION}.")
-    entries = document.get("entries")
-    if not isinstance(entries, list) or not entries:
-        raise SteerlabError(f"kit file {path} has no entries.")
-    return document
+    return check_document(document, f"kit file {path}")
 
 
 def load_kit(path: str | os.PathLike[str], model: Any = None) -> Kit:
@@ -254,15 +229,13 @@ def load_kit(path: str | os.PathLike[str], model: Any = None) -> Kit:
     return load_kit_with_info(path, model)[0]
 
 
-def load_kit_with_info(path: str | os.PathLike[str], model: Any = None) -> tuple[Kit, list[EntryInfo]]:
+def load_kit_with_info(path: str | os.PathLike[str], model: Any = None) -> tuple[Kit, list[EntrySource]]:
     """The kit and, per entry, its name, vector file, hash and held-out pair file."""
     file = resolve_kit_path(path)
     document = read_document(file)
     folder = file.parent.resolve()
     entries, infos = [], []
     for index, record in enumerate(document["entries"]):
-        if not isinstance(record, dict):
-            raise SteerlabError(f"{file}: entry {index + 1} is not a table/object.")
         label = str(record.get("name") or f"entry {index + 1}")
         where = f"{file}: entry {index + 1} ({label})"
         vector_file, digest = _resolve_vector(record, folder, where)
@@ -272,16 +245,14 @@ def load_kit_with_info(path: str | os.PathLike[str], model: Any = None) -> tuple
                 vector.check_compatible(model)
             except SteerlabError as exc:
                 raise SteerlabError(f"{where}: {exc}") from exc
-        entries.append(_entry(record, vector, where))
+        entries.append(entry_from_record(record, vector, where))
         pairs = folder / record["pairs"] if record.get("pairs") else None
-        infos.append(EntryInfo(label, vector_file, digest, pairs))
-    return Kit(entries, _card(document.get("card") or {}, file)), infos
+        infos.append(EntrySource(label, digest, str(vector_file), vector_file, pairs))
+    return Kit(entries, card_from_document(document.get("card") or {}, file.stem)), infos
 
 
 def _resolve_vector(record: dict[str, Any], folder: Path, where: str) -> tuple[Path, str]:
     rel, expected = record.get("vector"), record.get("sha256")
-    if not rel and not expected:
-        raise SteerlabError(f"{where} names no vector: give 'vector' (a path) and/or 'sha256'.")
     if rel:
         candidate = (folder / str(rel)).resolve()
         if candidate.is_file():
@@ -308,26 +279,24 @@ def _load_vector(file: Path, where: str) -> Vector:
         raise SteerlabError(f"{where}: {exc}") from exc
 
 
-def _entry(record: dict[str, Any], vector: Vector, where: str) -> KitEntry:
-    layers = record.get("layers")
+def entry_from_record(record: dict[str, Any], vector: Vector, where: str) -> KitEntry:
+    """The schema was checked on reading; what is left is whether the vector has the layers the entry names."""
     try:
-        scale = float(record.get("scale", 1.0))
-        if layers is not None and (not isinstance(layers, list) or not all(isinstance(x, int) for x in layers)):
-            raise SteerlabError(f"'layers' must be a list of block indices, got {layers!r}")
         return KitEntry(
             vector,
-            scale=scale,
-            layers=layers,
+            scale=float(record.get("scale", 1.0)),
+            layers=record.get("layers"),
             positions=record.get("positions", "all"),
             mode=record.get("mode", "add"),
         )
-    except (SteerlabError, TypeError, ValueError) as exc:
+    except SteerlabError as exc:
         raise SteerlabError(f"{where}: {exc}") from exc
 
 
-def _card(raw: dict[str, Any], file: Path) -> KitCard:
+def card_from_document(raw: dict[str, Any], default_name: str) -> KitCard:
+    """The kit's card from its document (unknown fields are ignored); a card without a name takes `default_name`."""
     known = {f.name for f in dataclasses.fields(KitCard)}
     card = KitCard(**{k: str(v) for k, v in raw.items() if k in known})
     if not card.name:
-        card.name = file.stem
+        card.name = default_name
     return card

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.kit import Kit, KitEntry, Mode, Positions
+from steerlab.kit import Kit, KitCard, KitEntry, Mode, Positions
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
@@ -64,17 +64,17 @@ class Plan:
 
 def as_kit(
     what: Steerable,
-    scale: float = 1.0,
+    scale: float | None = None,
     layers: Sequence[int] | None = None,
     positions: Positions = "all",
     mode: Mode = "add",
 ) -> Kit:
-    """A Vector becomes a one-entry kit; a Kit is scaled and, if `layers` is given, restricted to them."""
+    """A Vector becomes a one-entry kit (what is left out comes from its card: `KitEntry.from_card`); a Kit is
+    scaled by `scale` (None: as it is) and, if `layers` is given, restricted to them."""
     if isinstance(what, Vector):
-        chosen = list(layers) if layers is not None else None
-        return Kit.single(what, scale, chosen, positions, mode)
+        return Kit([KitEntry.from_card(what, scale, layers, positions, mode)], KitCard(name=what.card.name))
     if isinstance(what, Kit):
-        kit = what.scaled(scale) if scale != 1.0 else what
+        kit = what.scaled(scale) if scale is not None and scale != 1.0 else what
         if layers is None:
             return kit
         keep = set(layers)
@@ -140,12 +140,14 @@ def _stack_phase(model: LoadedModel, slots: list[RowLayer | None]) -> LayerOps:
 def compile_plan(
     model: LoadedModel,
     what: Steerable | Sequence[RowSteering],
-    scale: float = 1.0,
+    scale: float | None = None,
     layers: Sequence[int] | None = None,
     positions: Positions = "all",
     mode: Mode = "add",
 ) -> Plan:
-    """One kit for every row, or a list with one entry per batch row (None = that row is not steered)."""
+    """One kit for every row, or a list with one entry per batch row (None = that row is not steered).
+
+    `scale` None: a Vector steers at its card's calibrated scale (1.0 if uncalibrated), a Kit at its own scales."""
     if isinstance(what, Vector | Kit):
         row = compile_row(model, as_kit(what, scale, layers, positions, mode))
         return stack_rows(model, [row], broadcast=True)

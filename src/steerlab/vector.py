@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from steerlab.atomic import atomic_write
@@ -48,11 +50,18 @@ class Vector:
         return {layer: float(t.float().norm()) for layer, t in self.directions.items()}
 
     # ----- algebra: every result is a new Vector whose card says how it was made -----
-    def _derived(self, directions: dict[int, torch.Tensor], how: str) -> Vector:
+    def _derived(self, directions: dict[int, torch.Tensor], how: str, layers: list[int] | None = None) -> Vector:
+        # A derived vector is not the one that was calibrated (a sum, a sign flip, another scale): it drops the
+        # calibration, so card defaults give it scale 1.0. Its recommended layers are `layers` when given (a
+        # selection is the caller's choice of layers), else the original ones it still has.
+        metadata = {k: v for k, v in self.card.metadata.items() if k != "calibration"}
+        kept = layers if layers is not None else [la for la in self.card.recommended_layers if la in directions]
         card = dataclasses.replace(
             self.card,
             norms={},
-            metadata={**self.card.metadata, "derived": how},
+            metadata={**metadata, "derived": how},
+            recommended_layers=list(kept),
+            recommended_scale=Card.recommended_scale,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         vec = Vector(directions, card)
@@ -116,7 +125,7 @@ class Vector:
         missing = [layer for layer in layers if layer not in self.directions]
         if missing:
             raise SteerlabError(f"vector has no direction for layers {missing}; it has {self.layers}.")
-        return self._derived({k: self.directions[k] for k in layers}, f"layers {layers}")
+        return self._derived({k: self.directions[k] for k in layers}, f"layers {layers}", sorted(layers))
 
     def content_hash(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()
@@ -135,18 +144,21 @@ class Vector:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vector:
         source = Path(path)
-        if not source.exists():
+        if not source.is_file():
             raise SteerlabError(f"vector file {source} does not exist.")
-        try:
-            with safe_open(str(source), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        except Exception as exc:  # safetensors raises several unrelated types for a corrupt file
-            raise SteerlabError(f"{source} is not a readable safetensors file: {exc}") from exc
-        return cls._from_parts(tensors, meta, str(source))
+        return cls.from_bytes(source.read_bytes(), str(source))
 
     @classmethod
-    def _from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], origin: str) -> Vector:
+    def from_bytes(cls, data: bytes, origin: str = "bytes") -> Vector:
+        """The one way bytes become a Vector (files, store blobs, uploads): safetensors with 'layer.N' tensors and
+        the card in the header. `origin` names the source in errors and in the card of a card-less import."""
+        try:
+            (length,) = struct.unpack("<Q", data[:8])
+            header = json.loads(data[8 : 8 + length])
+            meta = header.get("__metadata__") or {}
+            tensors = st_load(data)
+        except Exception as exc:  # struct, json and safetensors raise several unrelated types for corrupt data
+            raise SteerlabError(f"{origin} is not a readable safetensors vector: {exc}") from exc
         directions: dict[int, torch.Tensor] = {}
         for key, tensor in tensors.items():
             prefix, _, index = key.partition(".")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from steerlab.cli.common import parse_layers
+from steerlab.cli.common import STORE_HELP, kit_from_addresses, parse_layers, store_location
 from steerlab.defaults import DEFAULT_MODEL
 from steerlab.errors import SteerlabError
 
@@ -128,7 +128,7 @@ def _add_interference(
 
 
 def calibrate_cmd(
-    vector: Annotated[Path, typer.Argument(help="the vector to calibrate (.safetensors)")],
+    vector: Annotated[str, typer.Argument(help="the vector to calibrate: V.safetensors or NAMESPACE/NAME")],
     task: Annotated[str, typer.Option(help="ab, pair-logprob, mcq, classify or fluency")],
     eval_path: Annotated[Path, typer.Option("--eval", help="validation items (never the test set)")],
     model: ModelOpt = DEFAULT_MODEL,
@@ -142,15 +142,15 @@ def calibrate_cmd(
     ] = 0.1,
     scorer: Annotated[str, typer.Option(help="classify: sentiment or formality")] = "sentiment",
     max_items: Annotated[int, typer.Option(help="use at most N validation items")] = 32,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
     """Pick layers and scale on a validation split; write them into the vector's card."""
     from steerlab.evaluate.adhoc import load_items
     from steerlab.evaluate.calibrate import calibrate, write_to_card
     from steerlab.evaluate.tasks import make_task
     from steerlab.models import load_model
-    from steerlab.vector import Vector
 
-    vec = Vector.load(vector)
+    vec, target = _one_vector(vector, out, store)
     items = load_items(task, eval_path, "eval")[:max_items]
     loaded = load_model(model)
     windows = [parse_layers(w) or [] for w in window] if window else _vector_windows(vec, loaded.n_layers)
@@ -167,13 +167,26 @@ def calibrate_cmd(
         repetition_budget=repetition_budget,
     )
     write_to_card(vec, cal, eval_path.stem)
-    target = vec.save(out or vector)
+    target = vec.save(target)
     state = "within" if cal.within_budget else "OUTSIDE"
     console.print(
         f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g}: {cal.metric} {cal.base_metric:.3f} -> "
         f"{next(p.metric for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale):.3f}, fluency "
         f"{state} budget; wrote {target}"
     )
+
+
+def _one_vector(address: str, out: Path | None, store: str | None) -> tuple[Any, Path]:
+    """The vector an address names (through `steerlab.resolve`) and where the calibrated copy goes."""
+    from steerlab.address import parse_address
+
+    parsed = parse_address(address)
+    kit, _ = kit_from_addresses([address], store_location(store))
+    if len(kit.entries) != 1 or parsed.kind == "kit-file":
+        raise SteerlabError(f"{address} is a kit; calibrate one vector at a time.")
+    if out is None and parsed.kind != "vector-file":
+        raise SteerlabError(f"{address} is not a file: say where to write the calibrated vector with --out.")
+    return kit.entries[0].vector, out or Path(parsed.target)
 
 
 def _vector_windows(vec: object, n_layers: int) -> list[list[int]]:

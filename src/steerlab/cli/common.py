@@ -1,57 +1,51 @@
-"""Argument parsing shared by the command groups: layer ranges and VECTOR:SCALE specs."""
+"""Argument parsing shared by the command groups: layer ranges, and addresses resolved through `steerlab.resolve`.
+
+Torch-free at import: commands import the front door (and with it torch) only when they run.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from steerlab.errors import SteerlabError
+from steerlab.address import HELP, parse_address, parse_layers
 
 if TYPE_CHECKING:
-    from steerlab.vector import Vector
+    from steerlab.kit import EntrySource, Kit
+
+__all__ = ["STORE_HELP", "VECTOR_HELP", "check_addresses", "kit_from_addresses", "parse_layers", "store_location"]
+
+VECTOR_HELP = f"{HELP}; repeatable. What a vector leaves out comes from its card (calibrated scale, recommended layers)"
+STORE_HELP = "store (folder or URL) for NAMESPACE/NAME addresses (default: the local store)"
 
 
-def parse_layers(text: str | None) -> list[int] | None:
-    """'8-20', '3,5,7' or '8-12,20' -> sorted block indices; None stays None."""
-    if text is None or not text.strip():
-        return None
-    layers: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            layers.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError as exc:
-        raise SteerlabError(f"cannot read layers {text!r}: write a range like 8-20 or a list like 3,5,7.") from exc
-    return sorted(layers)
+def store_location(given: str | None) -> str | Path:
+    """Where NAMESPACE/NAME addresses are looked up; the store is only opened when an address needs it."""
+    if given:
+        return given
+    from steerlab.hub import default_root
+
+    return default_root()
 
 
-VECTOR_HELP = "V.safetensors[:SCALE][@LAYERS], repeatable; what is left out comes from the card (calibrated values)"
+def check_addresses(addresses: list[str]) -> None:
+    """Refuse unreadable addresses and missing files before anything slow (a model load) starts."""
+    for address in addresses:
+        parse_address(address)
 
 
-def parse_vector_spec(spec: str) -> tuple[Path, float | None, list[int] | None]:
-    """'V.safetensors[:SCALE][@LAYERS]' -> (path, scale, layers); None where the spec leaves it out."""
-    body, _, layer_text = spec.partition("@")
-    path_text, scale = body, None
-    head, sep, tail = body.rpartition(":")
-    if sep and head:
-        try:
-            scale = float(tail)
-            path_text = head
-        except ValueError:
-            path_text = body
-    return Path(path_text), scale, parse_layers(layer_text or None)
+def kit_from_addresses(
+    addresses: list[str], store: str | Path | None = None, model: Any = None
+) -> tuple[Kit, list[EntrySource]]:
+    """Every address's entries, in order, as one kit (one address keeps its own card)."""
+    from steerlab.frontdoor import find
+    from steerlab.kit import Kit, KitCard
 
-
-def load_vector_spec(spec: str) -> tuple[Vector, float, list[int] | None]:
-    return vector_from_spec(*parse_vector_spec(spec))
-
-
-def vector_from_spec(
-    path: Path, scale: float | None, layers: list[int] | None
-) -> tuple[Vector, float, list[int] | None]:
-    """The vector, its scale and layers; what the spec leaves out comes from the card (`steerlab calibrate` sets it)."""
-    from steerlab.vector import Vector
-
-    vector = Vector.load(path)
-    chosen = vector.card.recommended_scale if scale is None else scale
-    return vector, chosen, layers or vector.card.recommended_layers or None
+    entries, sources, kits = [], [], []
+    for address in addresses:
+        found = find(address, store, model)
+        entries += found.kit.entries
+        sources += found.sources
+        kits.append(found.kit)
+    card = kits[0].card if len(kits) == 1 else KitCard(name="+".join(s.name for s in sources))
+    return Kit(entries, card), sources

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,12 +10,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steerlab.cli.common import VECTOR_HELP, load_vector_spec, parse_layers
+from steerlab.cli.common import (
+    STORE_HELP,
+    VECTOR_HELP,
+    check_addresses,
+    kit_from_addresses,
+    parse_layers,
+    store_location,
+)
 from steerlab.defaults import DEFAULT_MODEL
 from steerlab.errors import SteerlabError
 
 if TYPE_CHECKING:
-    from steerlab.kit import Kit
+    from steerlab.pairs import PairSet
 
 console = Console()
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")]
@@ -29,6 +37,8 @@ def extract_cmd(
     position: Annotated[str | None, typer.Option(help="last, mean or answer (default: by pair format)")] = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 16,
     name: Annotated[str, typer.Option(help="a name for the vector's card")] = "",
+    max_pairs: Annotated[int | None, typer.Option(help="extract from a seeded sample of at most N pairs")] = None,
+    seed: Annotated[int, typer.Option(help="the seed of the --max-pairs sample")] = 0,
 ) -> None:
     """Extract a steering vector from contrastive pairs."""
     from steerlab.extraction import extract
@@ -36,6 +46,9 @@ def extract_cmd(
     from steerlab.pairs import PairSet
 
     pair_set = PairSet.load(pairs)
+    total = len(pair_set)
+    if max_pairs is not None:
+        pair_set = sample_pairs(pair_set, max_pairs, seed)
     loaded = load_model(model)
     vector = extract(
         loaded,
@@ -46,29 +59,31 @@ def extract_cmd(
         batch_size=batch_size,
         name=name or pairs.stem,
     )
+    if len(pair_set) < total:
+        vector.card.metadata["sample"] = {"pairs": len(pair_set), "of": total, "seed": seed}
     vector.save(out)
     rec = vector.card.recommended_layers
     console.print(
-        f"[green]wrote[/green] {out}: {len(vector.layers)} layers from {len(pair_set)} pairs "
+        f"[green]wrote[/green] {out}: {len(vector.layers)} layers from {len(pair_set)} of {total} pairs "
         f"({method}); recommended layers {rec[0]}-{rec[-1]}"
     )
 
 
-def _kit_from_specs(specs: list[str]) -> Kit:
-    from steerlab.kit import Kit, KitEntry
-
-    entries = []
-    for spec in specs:
-        vector, scale, layers = load_vector_spec(spec)
-        entries.append(KitEntry(vector, scale, layers))
-    return Kit(entries)
+def sample_pairs(pair_set: PairSet, max_pairs: int, seed: int) -> PairSet:
+    """At most `max_pairs` pairs drawn with `seed`, kept in file order (the same seed gives the same sample)."""
+    if max_pairs < 1:
+        raise SteerlabError(f"--max-pairs {max_pairs}: give a positive number of pairs.")
+    if max_pairs >= len(pair_set):
+        return pair_set
+    return pair_set.subset(sorted(random.Random(seed).sample(range(len(pair_set)), max_pairs)))
 
 
 def generate_cmd(
     prompt: Annotated[str, typer.Argument(help="the user message")],
     model: ModelOpt = DEFAULT_MODEL,
     vector: Annotated[list[str] | None, typer.Option(help=VECTOR_HELP)] = None,
-    kit: Annotated[Path | None, typer.Option(help="a kit file (steerlab kit new)")] = None,
+    kit: Annotated[str | None, typer.Option(help="a kit: KIT.json/.toml (or its name) or NAMESPACE/NAME")] = None,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
     compare: Annotated[bool, typer.Option(help="show the unsteered answer beside the steered one")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 64,
 ) -> None:
@@ -76,8 +91,12 @@ def generate_cmd(
     from steerlab.generation import generate
     from steerlab.models import load_model
 
-    steering = _steering_from_options(vector or [], kit)
+    addresses = ([kit] if kit else []) + list(vector or [])
+    if not addresses:
+        raise SteerlabError("nothing to steer with: pass --vector V.safetensors:SCALE (repeatable) or --kit K.")
+    check_addresses(addresses)  # a typo fails now, not after the model has loaded
     loaded = load_model(model)
+    steering, _ = kit_from_addresses(addresses, store_location(store), loaded)
     if compare:
         plain, steered = generate(loaded, [prompt, prompt], steering=[None, steering], max_new_tokens=max_new_tokens)
         table = Table(show_lines=True)
@@ -87,18 +106,6 @@ def generate_cmd(
         console.print(table)
         return
     console.print(generate(loaded, prompt, steering=steering, max_new_tokens=max_new_tokens)[0])
-
-
-def _steering_from_options(specs: list[str], kit: Path | None) -> Kit | None:
-    if kit is not None:
-        from steerlab import kitfile
-        from steerlab.kit import Kit
-
-        loaded_kit = kitfile.load_kit(kit)
-        return Kit(loaded_kit.entries + _kit_from_specs(specs).entries, loaded_kit.card) if specs else loaded_kit
-    if not specs:
-        raise SteerlabError("nothing to steer with: pass --vector V.safetensors:SCALE (repeatable) or --kit K.")
-    return _kit_from_specs(specs)
 
 
 def inspect_cmd(path: Annotated[Path, typer.Argument(help="a vector file (.safetensors)")]) -> None:

@@ -10,13 +10,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steerlab.cli.common import VECTOR_HELP, parse_layers, parse_vector_spec, vector_from_spec
+from steerlab.address import HELP
+from steerlab.cli.common import (
+    STORE_HELP,
+    VECTOR_HELP,
+    check_addresses,
+    kit_from_addresses,
+    parse_layers,
+    store_location,
+)
 from steerlab.defaults import DEFAULT_MODEL
 from steerlab.errors import SteerlabError
 
 if TYPE_CHECKING:
-    from steerlab.interfere import InterferenceReport
-    from steerlab.kit import Kit
+    from steerlab.interference import InterferenceReport
+    from steerlab.kit import EntrySource, Kit, KitEntry
 
 console = Console()
 kit_app = typer.Typer(help="Compose vectors into kits and inspect them.", no_args_is_help=True)
@@ -53,17 +61,15 @@ def kit_new_cmd(
     author: Annotated[str, typer.Option(help="who made it")] = "",
     positions: Annotated[str, typer.Option(help="all, prompt or generated (every entry)")] = "all",
     mode: Annotated[str, typer.Option(help="add, ablate or add_keep_norm (every entry)")] = "add",
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
     """Write a kit file that names each vector by relative path and sha256."""
     from steerlab import kitfile
     from steerlab.kit import Kit, KitCard, KitEntry
 
-    entries, files = [], []
-    for spec in vector:
-        path, given_scale, given_layers = parse_vector_spec(spec)
-        loaded, scale, layers = vector_from_spec(path, given_scale, given_layers)
-        entries.append(KitEntry(loaded, scale, layers, positions, mode))  # type: ignore[arg-type]
-        files.append(path)
+    found, sources = kit_from_addresses(vector, store_location(store))
+    entries = [KitEntry(e.vector, e.scale, e.layers, positions, mode) for e in found.entries]  # type: ignore[arg-type]
+    files = [source.file for source in sources]  # store vectors have none: they are written beside the kit
     _check_same_model(entries)
     base = next((e.vector.card.base_model for e in entries if e.vector.card.base_model), "")
     kit = Kit(entries, KitCard(name=name, description=description, base_model=base, author=author))
@@ -81,11 +87,12 @@ def _check_same_model(entries: list) -> None:  # type: ignore[type-arg]
         raise SteerlabError(f"a kit's vectors must be made for one model; these come from {made} (sizes {sizes}).")
 
 
-def kit_show_cmd(kit: Annotated[Path, typer.Argument(help="a kit file (or its name without .json)")]) -> None:
+def kit_show_cmd(
+    kit: Annotated[str, typer.Argument(help="a kit file (or its name without .json), or NAMESPACE/NAME")],
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
+) -> None:
     """Show a kit's card and entries (vectors are verified against their recorded hashes)."""
-    from steerlab import kitfile
-
-    loaded, infos = kitfile.load_kit_with_info(kit)
+    loaded, infos = kit_from_addresses([kit], store_location(store))
     card = loaded.card
     console.print(f"[bold]{card.name}[/bold]  base model: {card.base_model or '?'}  created {card.created_at}")
     if card.description or card.author:
@@ -94,7 +101,7 @@ def kit_show_cmd(kit: Annotated[Path, typer.Argument(help="a kit file (or its na
     for entry, info in zip(loaded.entries, infos, strict=True):
         table.add_row(
             info.name,
-            str(info.file.name),
+            info.file.name if info.file is not None else info.origin,
             info.sha256[:12],
             f"{entry.scale:g}",
             _layer_text(entry.layers),
@@ -107,7 +114,7 @@ def kit_show_cmd(kit: Annotated[Path, typer.Argument(help="a kit file (or its na
 
 # ----- interfere -----
 def interfere_cmd(
-    kit: Annotated[Path, typer.Argument(help="a kit file")],
+    kit: Annotated[str, typer.Argument(help="a kit file, or NAMESPACE/NAME of a kit in the store")],
     model: Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")] = DEFAULT_MODEL,
     pairs: Annotated[
         list[str] | None, typer.Option(help="NAME=FILE held-out pairs per axis (default: those the kit records)")
@@ -132,16 +139,17 @@ def interfere_cmd(
         ),
     ] = None,
     task_items: Annotated[int, typer.Option(help="items of each axis's task evaluated at most")] = 16,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
     """Measure how a kit's axes interfere: cosines, cross-effects, and the max number of axes that fit together."""
-    from steerlab import kitfile
-    from steerlab.evaluate.cross_effects import parse_task_specs
-    from steerlab.interfere import measure_interference
+    from steerlab.evaluate.axis_tasks import parse_task_specs
+    from steerlab.interference import measure_interference
     from steerlab.models import load_model
     from steerlab.pairs import PairSet
 
+    check_addresses([kit])
     loaded = load_model(model)
-    the_kit, infos = kitfile.load_kit_with_info(kit, loaded)
+    the_kit, infos = kit_from_addresses([kit], store_location(store), loaded)
     names = [info.name for info in infos]
     sources = {info.name: info.pairs for info in infos if info.pairs is not None}
     sources.update(_parse_named(pairs or [], "--pairs"))
@@ -172,7 +180,7 @@ def interfere_cmd(
 
 def _write_orthogonalized(kit: Kit, names: list[str], sources: dict[str, Path], out: Path) -> None:
     from steerlab import kitfile
-    from steerlab.interfere import orthogonalize_kit
+    from steerlab.interference import orthogonalize_kit
 
     ortho = orthogonalize_kit(kit)
     ortho.card.name = out.stem
@@ -234,52 +242,57 @@ def _print_task_effects(report: InterferenceReport) -> None:
 
 # ----- export / import -----
 def export_cmd(
-    source: Annotated[Path, typer.Argument(help="a vector (.safetensors) or a kit (.json/.toml)")],
+    source: Annotated[str, typer.Argument(help="a vector or a kit: " + HELP)],
     out: Annotated[Path, typer.Option(help="the .gguf for one vector; a folder for a kit")],
     fmt: Annotated[str, typer.Option("--format", help="llama.cpp, repeng, steering-vectors, pt or npy")] = "llama.cpp",
     scale: Annotated[float | None, typer.Option(help="one vector: its scale (default: the card's)")] = None,
     layers: Annotated[str | None, typer.Option(help="one vector: blocks to export (default: recommended)")] = None,
     model_hint: Annotated[str | None, typer.Option(help="architecture name for the GGUF, e.g. llama")] = None,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
     """Write a vector or kit for another tool; for llama.cpp also print the flags that reproduce it."""
+    from steerlab.address import parse_address
     from steerlab.formats import FORMATS, export_vector
     from steerlab.formats.llamacpp import export_entries
 
     if fmt not in FORMATS:
         raise SteerlabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
     gguf = fmt in ("llama.cpp", "repeng")
-    if source.suffix in (".json", ".toml"):
+    parsed = parse_address(source)
+    kit, sources = kit_from_addresses([source], store_location(store))
+    if parsed.kind == "kit-file" or len(kit.entries) > 1:
         if not gguf:
             raise SteerlabError(f"a kit exports to llama.cpp/repeng GGUF files, not to {fmt}; export its vectors.")
-        entries = _kit_entries(source)
-        result = export_entries(entries, out, model_hint=model_hint)
+        if scale is not None or layers is not None:
+            raise SteerlabError("--scale and --layers are for one vector; a kit's entries carry their own.")
+        result = export_entries(_named(kit.entries, sources), out, model_hint=model_hint)
     else:
-        from steerlab.kit import KitEntry
-        from steerlab.vector import Vector
-
-        vector = Vector.load(source)
-        chosen = parse_layers(layers) or vector.card.recommended_layers or None
-        factor = vector.card.recommended_scale if scale is None else scale
+        entry = kit.entries[0]
         if not gguf:
-            # These formats hold raw directions: every layer unless --layers says otherwise, and no scale.
-            chosen = parse_layers(layers)
-            picked = vector.select(chosen) if chosen else vector
+            # These formats hold raw directions: every layer unless --layers (or @LAYERS) says otherwise, no scale.
+            chosen = parse_layers(layers) or parsed.layers
+            picked = entry.vector.select(chosen) if chosen else entry.vector
             console.print(f"[green]wrote[/green] {export_vector(picked, out, fmt)}")
             return
         if out.suffix != ".gguf":
             raise SteerlabError(f"one vector exports to a .gguf file; {out} is not one (a folder is for kits).")
-        entry = KitEntry(vector, factor, chosen)
+        entry = _override(entry, scale, parse_layers(layers))
         result = export_entries([(out.stem, entry)], out.parent, model_hint=model_hint)
     for file, _ in result.files:
         console.print(f"[green]wrote[/green] {file}")
     typer.echo(" ".join(result.flags()))
 
 
-def _kit_entries(path: Path) -> list:  # type: ignore[type-arg]
-    from steerlab import kitfile
+def _named(entries: list[KitEntry], sources: list[EntrySource]) -> list[tuple[str, KitEntry]]:
+    return [(source.name, entry) for source, entry in zip(sources, entries, strict=True)]
 
-    kit, infos = kitfile.load_kit_with_info(path)
-    return [(info.name, entry) for info, entry in zip(infos, kit.entries, strict=True)]
+
+def _override(entry: KitEntry, scale: float | None, layers: list[int] | None) -> KitEntry:
+    """--scale / --layers replace what the address (or the card) gave."""
+    from steerlab.kit import KitEntry
+
+    chosen_scale = entry.scale if scale is None else scale
+    return KitEntry(entry.vector, chosen_scale, layers or entry.layers, entry.positions, entry.mode)
 
 
 def import_cmd(

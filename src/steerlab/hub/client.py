@@ -75,12 +75,12 @@ class RemoteStore:
         return info, data
 
     def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
-        from steerlab.hub.content import vector_from_bytes
+        from steerlab.vector import Vector
 
         info, data = self.get_bytes(ref, require_signed, trusted_keys)
         if info.kind != "vector":
             raise SteerlabError(f"{info.ref} is a {info.kind}, not a vector.")
-        return vector_from_bytes(data, f"{self.url}:{info.ref}")
+        return Vector.from_bytes(data, f"{self.url}:{info.ref}")
 
     def get_kit(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
         info, data = self.get_bytes(ref, require_signed, trusted_keys)

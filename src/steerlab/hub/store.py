@@ -268,11 +268,11 @@ class LocalStore:
         return info, data
 
     def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
-        from steerlab.hub.content import vector_from_bytes
+        from steerlab.vector import Vector
 
         info, data = self.get_bytes(ref, require_signed, trusted_keys)
         _expect_kind(info, "vector")
-        return vector_from_bytes(data, f"{self.root}:{info.ref}")
+        return Vector.from_bytes(data, f"{self.root}:{info.ref}")
 
     def get_kit(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
         info, data = self.get_bytes(ref, require_signed, trusted_keys)

@@ -8,23 +8,18 @@ import math
 import struct
 import typing
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from steerlab.card import CARD_KEY, FORMAT_VERSION, LAYER_CONVENTION, Card
 from steerlab.errors import SteerlabError
-from steerlab.hub.blobs import DIGEST_RE
+from steerlab.kitschema import check_document
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 4 * 1024 * 1024
-MAX_KIT_ENTRIES = 256
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 KINDS = ("vector", "kit")
-KIT_MODES = ("add", "ablate", "add_keep_norm")
-KIT_FORMAT = "steerlab.kit"
-KIT_POSITIONS = ("all", "prompt", "generated")
 
 
 # Where the card's JSON form differs from the Card dataclass: layer keys are strings, and a whole-number scale may be
@@ -209,23 +204,9 @@ def vector_metrics(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_kit(data: bytes) -> Checked:
-    """A kit file (JSON): entries naming vectors, each with a finite scale, known mode and positions."""
-    kit = _strict_json(data, "the kit file")
-    if not isinstance(kit, dict) or not isinstance(kit.get("entries"), list) or not kit["entries"]:
-        raise SteerlabError("a kit file must be a JSON object with a non-empty 'entries' list.")
-    if (
-        kit.get("format", KIT_FORMAT) != KIT_FORMAT
-        or not isinstance(kit.get("version", 1), int)
-        or kit.get("version", 1) > 1
-    ):
-        raise SteerlabError(f"a kit file has format {KIT_FORMAT!r}, version 1 (as steerlab.kitfile.save_kit writes).")
-    if len(kit["entries"]) > MAX_KIT_ENTRIES:
-        raise SteerlabError(f"a kit may hold at most {MAX_KIT_ENTRIES} entries.")
-    for i, entry in enumerate(kit["entries"]):
-        _check_kit_entry(i, entry)
+    """A kit file (JSON) as steerlab.kitschema defines it, with every path inside the kit's folder."""
+    kit = check_document(_strict_json(data, "the kit file"), "the kit file", portable=True)
     card = kit.get("card", {})
-    if not isinstance(card, dict) or not all(isinstance(v, str | int | float | list | dict) for v in card.values()):
-        raise SteerlabError("the kit's 'card' must be a JSON object.")
     return Checked(
         kind="kit",
         card=card,
@@ -235,35 +216,3 @@ def check_kit(data: bytes) -> Checked:
         license=str(card.get("license", "")),
         created_at=str(card.get("created_at", "")),
     )
-
-
-def _check_kit_entry(i: int, entry: Any) -> None:
-    if not isinstance(entry, dict):
-        raise SteerlabError(f"kit entry {i} must be a JSON object.")
-    scale = entry.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, int | float):
-        raise SteerlabError(f"kit entry {i}: scale must be a number.")
-    layers = entry.get("layers")
-    if layers is not None and not (isinstance(layers, list) and all(_is_index(x) for x in layers)):
-        raise SteerlabError(f"kit entry {i}: layers must be a list of block indices (non-negative integers).")
-    digest = entry.get("sha256")
-    if digest is not None and not (isinstance(digest, str) and DIGEST_RE.fullmatch(digest)):
-        raise SteerlabError(f"kit entry {i}: sha256 must be 64 lower-case hex characters.")
-    for key in ("vector", "pairs"):
-        if key in entry and not _safe_relative(entry[key]):
-            raise SteerlabError(f"kit entry {i}: {key} must be a relative path inside the kit's folder (no '..').")
-    if entry.get("mode", "add") not in KIT_MODES:
-        raise SteerlabError(f"kit entry {i}: mode must be one of {', '.join(KIT_MODES)}.")
-    if entry.get("positions", "all") not in KIT_POSITIONS:
-        raise SteerlabError(f"kit entry {i}: positions must be one of {', '.join(KIT_POSITIONS)}.")
-
-
-def _is_index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _safe_relative(value: Any) -> bool:
-    if not isinstance(value, str) or not value or "\\" in value or "\x00" in value:
-        return False
-    path = PurePosixPath(value)
-    return not path.is_absolute() and ".." not in path.parts

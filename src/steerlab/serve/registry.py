@@ -1,7 +1,9 @@
 """Resolving a request's `steering` into a compiled row plan: names from --kits DIR or --store, limits, hashes.
 
-Addresses: `NAME` is NAME.safetensors in the kits folder (or, as a whole kit, NAME.json / NAME.toml);
-`KIT:AXIS` is one entry of a kit (AXIS = the entry's name or its 0-based index); `ns/name[@version]` is a store ref.
+Names: `NAME` is NAME.safetensors in the kits folder (or, as a whole kit, NAME.json / NAME.toml);
+`KIT:AXIS` is one entry of a kit (AXIS = the entry's name or its 0-based index); `ns/name[@version]` is a store ref,
+a vector or a kit. Files and store refs are read through `steerlab.resolve` (steerlab.frontdoor), so a vector named
+without scale or layers gets its card's defaults (`KitEntry.from_card`) here as everywhere else.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
+from steerlab.frontdoor import find
 from steerlab.kit import Kit, KitCard, KitEntry
 from steerlab.models import LoadedModel
 from steerlab.plan import RowPlan, compile_row
@@ -47,8 +50,11 @@ class Resolved:
 
 @dataclass
 class _LoadedKit:
+    """A resolved name: a vector (one entry at its card's defaults) or a kit, with its entry names in order."""
+
     kit: Kit
-    axes: list[str]  # entry names, in entry order
+    axes: list[str]
+    is_kit: bool
 
 
 class Registry:
@@ -72,7 +78,7 @@ class Registry:
         self.limits = limits or Limits()
         self._lock = threading.Lock()
         self._files: dict[Path, tuple[int, Any]] = {}
-        self._remote: dict[str, tuple[float, Vector]] = {}
+        self._remote: dict[str, tuple[float, _LoadedKit]] = {}
         self._hashes: dict[int, tuple[Vector, str]] = {}
         self._plans: OrderedDict[str, RowPlan] = OrderedDict()
         self.default = default
@@ -93,7 +99,15 @@ class Registry:
 
     def vector(self, name: str) -> Vector:
         if "/" in name:
-            return self._store_vector(name)
+            loaded = self._store_entry(name, "unknown_vector")
+            if loaded.is_kit:
+                raise ApiError(
+                    f"{name!r} is a kit in the store, not a vector: steer with it as a whole ('steering': "
+                    f"'{name}') or name one of its axes as '{name}:AXIS' ({', '.join(loaded.axes)}).",
+                    code="unknown_vector",
+                    param="steering",
+                )
+            return loaded.kit.entries[0].vector
         path = self._find(name, (".safetensors",))
         if path is None:
             raise ApiError(
@@ -103,9 +117,12 @@ class Registry:
                 code="unknown_vector",
                 param="steering",
             )
-        return self._cached(path, self._load_vector_file)
+        return self._file(path).kit.entries[0].vector
 
     def kit(self, name: str) -> _LoadedKit:
+        """A kit by name: NAME.json / NAME.toml in the kits folder, or a store ref (a store vector: a one-axis kit)."""
+        if "/" in name:
+            return self._store_entry(name, "unknown_kit")
         path = self._find(name, KIT_SUFFIXES)
         if path is None:
             raise ApiError(
@@ -115,7 +132,7 @@ class Registry:
                 code="unknown_kit",
                 param="steering",
             )
-        return self._cached(path, self._load_kit_file)
+        return self._file(path)
 
     def _find(self, name: str, suffixes: tuple[str, ...]) -> Path | None:
         if self.kits_dir is None or Path(name).name != name:
@@ -130,14 +147,15 @@ class Registry:
     def _known(names: list[str]) -> str:
         return f" (it has: {', '.join(names[:20])})" if names else " (it has none)"
 
-    def _cached(self, path: Path, load: Any) -> Any:
+    def _file(self, path: Path) -> _LoadedKit:
+        """A vector or kit file, read once per modification time."""
         mtime = path.stat().st_mtime_ns
         with self._lock:
             hit = self._files.get(path)
         if hit is not None and hit[0] == mtime:
-            return hit[1]
+            return hit[1]  # type: ignore[no-any-return]
         try:
-            value = load(path)
+            value = self._load(str(path), None)
         except SteerlabError as exc:
             raise ApiError(
                 f"{path.name} cannot be loaded: {exc}", code="unloadable_steering", param="steering"
@@ -146,12 +164,12 @@ class Registry:
             self._files[path] = (mtime, value)
         return value
 
-    def _store_vector(self, ref: str) -> Vector:
+    def _store_entry(self, ref: str, code: str) -> _LoadedKit:
         if self.store is None:
             raise ApiError(
                 f"{ref!r} is a store ref, but this server has no store: start it with --store PATH_OR_URL.",
                 status=404,
-                code="unknown_vector",
+                code=code,
                 param="steering",
             )
         with self._lock:
@@ -159,15 +177,18 @@ class Registry:
         if hit is not None and time.monotonic() - hit[0] < STORE_TTL_S:
             return hit[1]
         try:
-            info, data = self.store.get_bytes(ref)  # checked against its hash (and signature) by the store
-            if info.kind != "vector":
-                raise SteerlabError(f"it is a {info.kind}, not a vector")
-            vector = self._remember(Vector._from_parts(*_parse_safetensors(data), f"store:{info.ref}"), info.sha256)
+            loaded = self._load(ref, self.store)  # checked against its hash (and signature) by the store
         except SteerlabError as exc:
-            raise ApiError(f"store ref {ref!r}: {exc}", status=404, code="unknown_vector", param="steering") from exc
+            raise ApiError(f"store ref {ref!r}: {exc}", status=404, code=code, param="steering") from exc
         with self._lock:
-            self._remote[ref] = (time.monotonic(), vector)
-        return vector
+            self._remote[ref] = (time.monotonic(), loaded)
+        return loaded
+
+    def _load(self, address: str, store: Any) -> _LoadedKit:
+        found = find(address, store)
+        for entry, source in zip(found.kit.entries, found.sources, strict=True):
+            self._remember(entry.vector, source.sha256)
+        return _LoadedKit(found.kit, [source.name for source in found.sources], found.is_kit)
 
     # ----- resolving a request -----
     def resolve(self, spec: Steering) -> Resolved:
@@ -176,9 +197,14 @@ class Registry:
         if spec is None or spec == [] or spec == "none":
             return Resolved(kit=None, label=None, row=compile_row(self.model, None))
         if isinstance(spec, str):
-            if self._find(spec, KIT_SUFFIXES) is None and ("/" in spec or self._find(spec, (".safetensors",))):
-                return self._lone_vector(spec)
-            loaded = self.kit(spec)
+            if "/" not in spec and self._find(spec, KIT_SUFFIXES) is None and self._find(spec, (".safetensors",)):
+                path = self._find(spec, (".safetensors",))
+                assert path is not None
+                loaded = self._file(path)
+            else:
+                loaded = self.kit(spec)
+            if not loaded.is_kit:  # a vector named where a kit is expected: one axis at its card's defaults
+                return self._finish(Kit(loaded.kit.entries, KitCard(name=spec)), spec, [spec])
             return self._finish(loaded.kit, spec, [f"{spec}:{axis}" for axis in loaded.axes])
         entries, names = [], []
         for index, item in enumerate(spec):
@@ -187,23 +213,17 @@ class Registry:
             names.append(name)
         return self._finish(Kit(entries, KitCard(name="custom")), None, names)
 
-    def _lone_vector(self, name: str) -> Resolved:
-        """A vector named where a kit is expected is a one-axis kit at its card's recommended scale and layers."""
-        vector = self.vector(name)
-        entry = KitEntry(vector, vector.card.recommended_scale, vector.card.recommended_layers or None)
-        return self._finish(Kit([entry], KitCard(name=name)), name, [name])
-
     def _entry(self, item: SteeringItem, where: str) -> tuple[KitEntry, str]:
         kit_name, sep, axis = item.vector.partition(":")
         try:
             if sep:
                 base = self._kit_entry(kit_name, axis)
                 layers = item.layers if item.layers is not None else base.layers
-                return KitEntry(base.vector, item.scale, layers, base.positions, base.mode), item.vector
+                scale = item.scale if item.scale is not None else base.scale
+                return KitEntry(base.vector, scale, layers, base.positions, base.mode), item.vector
             vector = self.vector(item.vector)
             self._check_compatible(vector, where)  # before layers: "made for another model" says more
-            layers = item.layers if item.layers is not None else (vector.card.recommended_layers or None)
-            return KitEntry(vector, item.scale, layers), item.vector
+            return KitEntry.from_card(vector, item.scale, item.layers), item.vector
         except ApiError as exc:
             exc.param = where
             raise
@@ -279,19 +299,6 @@ class Registry:
             self._hashes[id(vector)] = (vector, digest)  # holding the vector keeps its id from being reused
         return vector
 
-    def _load_vector_file(self, path: Path) -> Vector:
-        data = path.read_bytes()
-        vector = Vector._from_parts(*_parse_safetensors(data, str(path)), str(path))
-        return self._remember(vector, hashlib.sha256(data).hexdigest())
-
-    def _load_kit_file(self, path: Path) -> _LoadedKit:
-        from steerlab import kitfile
-
-        kit, infos = kitfile.load_kit_with_info(path)  # refuses entries whose file no longer matches its sha256
-        for entry, info in zip(kit.entries, infos, strict=True):
-            self._remember(entry.vector, info.sha256)
-        return _LoadedKit(kit, [info.name for info in infos])
-
     def _plan(self, digest: str, kit: Kit) -> RowPlan:
         with self._lock:
             plan = self._plans.get(digest)
@@ -311,7 +318,7 @@ class Registry:
         for name in self.kit_names():
             items.append(self._describe(name, "kit", lambda n=name: self._kit_axes(n)))
         for name in self.vector_names():
-            items.append(self._describe(name, "vector", lambda n=name: [self._axis(n, n, self.vector(n), None, None)]))
+            items.append(self._describe(name, "vector", lambda n=name: [self._axis(n, n, self._lone(n))]))
         return {"object": "list", "default": self.default, "data": items}
 
     def _describe(self, name: str, kind: str, axes: Any) -> dict[str, Any]:
@@ -323,19 +330,24 @@ class Registry:
     def _kit_axes(self, name: str) -> list[dict[str, Any]]:
         loaded = self.kit(name)
         return [
-            self._axis(f"{name}:{axis}", axis, e.vector, e.scale, e.layers)
-            for axis, e in zip(loaded.axes, loaded.kit.entries, strict=True)
+            self._axis(f"{name}:{axis}", axis, entry)
+            for axis, entry in zip(loaded.axes, loaded.kit.entries, strict=True)
         ]
 
-    def _axis(
-        self, ref: str, name: str, vector: Vector, scale: float | None, layers: list[int] | None
-    ) -> dict[str, Any]:
-        card = vector.card
+    def _lone(self, name: str) -> KitEntry:
+        """A vector in the kits folder as it steers when named alone: at its card's defaults."""
+        path = self._find(name, (".safetensors",))
+        if path is None:
+            raise SteerlabError(f"{name}.safetensors has gone from the kits folder.")
+        return self._file(path).kit.entries[0]
+
+    def _axis(self, ref: str, name: str, entry: KitEntry) -> dict[str, Any]:
+        vector, card = entry.vector, entry.vector.card
         return {
             "ref": ref,
             "name": name,
-            "scale": card.recommended_scale if scale is None else scale,
-            "layers": layers if layers is not None else (card.recommended_layers or vector.layers),
+            "scale": entry.scale,
+            "layers": entry.active_layers(),
             "card": {
                 "name": card.name,
                 "description": card.description,
@@ -351,18 +363,6 @@ class Registry:
                 "sha256": self.content_hash(vector),
             },
         }
-
-
-def _parse_safetensors(data: bytes, origin: str = "store") -> tuple[dict[str, Any], dict[str, str]]:
-    """Tensors and header metadata from safetensors bytes, read once (so the hash and the vector agree)."""
-    from safetensors.torch import load
-
-    try:
-        length = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
-        return load(data), meta
-    except Exception as exc:  # safetensors raises several unrelated types for corrupt data
-        raise SteerlabError(f"{origin} is not a readable safetensors vector: {exc}") from exc
 
 
 def _open_store(location: str) -> Any:

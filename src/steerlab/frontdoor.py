@@ -1,0 +1,100 @@
+"""`steerlab.resolve`: the one front door from an address (a vector file, a kit file, a store ref) to a Kit.
+
+The grammar is steerlab.address's. What a vector's address leaves out comes from its card (`KitEntry.from_card`);
+a kit file's entries are checked against their recorded sha256; a store kit's entries are found by sha256 in the same
+store. Every caller that turns a user's address into steering (CLI, server, bench, hub) comes through here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steerlab import kitfile
+from steerlab.address import Address, check_no_tail, parse_address
+from steerlab.errors import SteerlabError
+from steerlab.kit import EntrySource, Kit, KitCard, KitEntry
+from steerlab.vector import Vector
+
+
+@dataclass(frozen=True)
+class Found:
+    """What an address resolved to: the Kit, where each entry's vector came from (and the sha256 of its bytes), and
+    whether the address named a kit (a kit file or a store kit) rather than one vector."""
+
+    kit: Kit
+    sources: list[EntrySource]
+    is_kit: bool
+
+
+def resolve(address: str, store: Any = None, model: Any = None) -> Kit:
+    """The Kit an address names (grammar: steerlab.address). `store`: a LocalStore, a RemoteStore, or a folder / URL
+    to open, used for NAMESPACE/NAME refs. `model`: when given, every vector is checked against it (hidden size,
+    depth, architecture fingerprint) and a mismatch is a clear error."""
+    return find(address, store, model).kit
+
+
+def find(address: str, store: Any = None, model: Any = None) -> Found:
+    """`resolve`, and where each entry came from: what the server's audit log and `kit new` need."""
+    parsed = parse_address(address)
+    if parsed.kind == "kit-file":
+        return Found(*kitfile.load_kit_with_info(parsed.target, model), is_kit=True)
+    if parsed.kind == "vector-file":
+        path = Path(parsed.target).expanduser()
+        data = path.read_bytes()
+        vector = Vector.from_bytes(data, str(path))
+        source = EntrySource(vector.card.name or path.stem, hashlib.sha256(data).hexdigest(), str(path), path)
+        return _single(vector, parsed, source, model, address)
+    return _from_store(parsed, store, model, address)
+
+
+def _single(vector: Vector, parsed: Address, source: EntrySource, model: Any, address: str) -> Found:
+    _check(vector, model, address)
+    try:
+        entry = KitEntry.from_card(vector, parsed.scale, parsed.layers)
+    except SteerlabError as exc:
+        raise SteerlabError(f"{address!r}: {exc}") from exc
+    return Found(Kit([entry], KitCard(name=source.name, base_model=vector.card.base_model)), [source], is_kit=False)
+
+
+def _check(vector: Vector, model: Any, where: str) -> None:
+    if model is None:
+        return
+    try:
+        vector.check_compatible(model)
+    except SteerlabError as exc:
+        raise SteerlabError(f"{where!r}: {exc}") from exc
+
+
+def _from_store(parsed: Address, store: Any, model: Any, address: str) -> Found:
+    if store is None:
+        raise SteerlabError(
+            f"{address!r} is a store ref (NAMESPACE/NAME), but no store was given: pass store= (a folder, a URL or "
+            "steerlab.hub.open_store()), or --from on the command line. A file path needs its suffix."
+        )
+    opened = _open(store)
+    try:
+        info, data = opened.get_bytes(parsed.target)  # checked against its hash, card and signature
+        if info.kind == "vector":
+            vector = Vector.from_bytes(data, f"{opened}:{info.ref}")
+            return _single(vector, parsed, EntrySource(info.name, info.sha256, info.ref), model, address)
+        from steerlab.hub.content import read_kit
+
+        check_no_tail(parsed, address)
+        stored = read_kit(opened, info, data)
+        for entry, source in zip(stored.kit.entries, stored.sources, strict=True):
+            _check(entry.vector, model, f"{info.ref}: entry {source.name}")
+        return Found(stored.kit, stored.sources, is_kit=True)
+    finally:
+        if opened is not store:
+            opened.close()
+
+
+def _open(store: Any) -> Any:
+    if isinstance(store, str | Path):
+        from steerlab.hub import open_store
+
+        return open_store(store)
+    return store
