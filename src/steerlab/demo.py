@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -62,22 +63,32 @@ def main() -> None:
 
 
 def _from_store(console: Console, model: LoadedModel) -> None:
-    """If `make starter-pack` has filled the local store, pull a vector from it by name and steer with it."""
+    """Put the shipped starter pack into the local store (once), pull a vector from it by name and steer with it."""
     from steerlab.errors import SteerlabError
-    from steerlab.hub import open_store
 
     try:
-        pulled = open_store().get_vector("starter/happy")
+        store, count = install_starter_store()
+        pulled = store.get_vector("starter/happy", require_signed=True)
     except SteerlabError as exc:
-        console.print(f"[dim]local store: no starter/happy ({exc}); run `make starter-pack` to fill it.[/dim]")
+        console.print(f"[dim]local store: no starter/happy ({exc}); run `make starter-pack` to rebuild the pack.[/dim]")
         return
     layers = pulled.card.recommended_layers or LAYERS
     answer = generate(model, [PROMPTS[0]], steering=pulled.select(LAYERS), scale=SCALES[1], max_new_tokens=40)[0]
     console.print(
-        f"pulled starter/happy from the local store ({pulled.card.n_pairs} pairs, recommended layers "
-        f"{layers[0]}-{layers[-1]}); steered at {SCALES[1]:+.1f}: {answer.strip()!r} "
-        f"(sentiment {sentiment([answer])[0]:+.2f})"
+        f"local store {store.root}: {count} starter vectors (`steerlab hub list --json`). Pulled starter/happy "
+        f"({pulled.card.n_pairs} pairs, signed, recommended layers {layers[0]}-{layers[-1]}); steered at "
+        f"{SCALES[1]:+.1f}: {answer.strip()!r} (sentiment {sentiment([answer])[0]:+.2f})"
     )
+
+
+def install_starter_store() -> tuple[Any, int]:
+    """The local store with the shipped starter pack installed (signatures checked), and its starter entry count."""
+    from steerlab.hub import open_store
+    from steerlab.hub.starter_pack import ensure_shipped_pack
+
+    store = open_store()
+    ensure_shipped_pack(store)
+    return store, len(store.list(namespace="starter"))
 
 
 def _show(console: Console, texts: dict[str, list[str]]) -> None:
