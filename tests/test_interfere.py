@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,22 @@ from typer.testing import CliRunner
 from steerlab import kitfile
 from steerlab.cli.app import app
 from steerlab.errors import SteerlabError
-from steerlab.evaluate.cross_effects import AxisTask, parse_task_specs, task_cross_effects
+from steerlab.evaluate.axis_tasks import BenchAxisTask, parse_task_specs
 from steerlab.evaluate.data import NEUTRAL_PROMPTS, ABItem, MinimalPair, load_ab
 from steerlab.evaluate.scoring import PLAIN, Setting
 from steerlab.evaluate.tasks import ABTask, ClassifyTask, PairLogprobTask
 from steerlab.extraction import extract
-from steerlab.interfere import cosine_by_layer, cosine_matrix, measure_interference, orthogonalize_kit
+from steerlab.interference import (
+    AxisTask,
+    cosine_by_layer,
+    cosine_matrix,
+    measure_interference,
+    orthogonalize_kit,
+    task_cross_effects,
+)
 from steerlab.kit import Kit, KitEntry
 from steerlab.pairs import PairSet
+from steerlab.steering import steer
 from steerlab.vector import Card, Vector
 
 
@@ -125,7 +134,7 @@ MINIMAL = [MinimalPair("", f"The {w} man was kind.", f"The {w} man was rude.") f
 def test_task_cross_effects_on_each_axis_metric(tiny) -> None:
     loud, quiet = rand_vector(tiny, 1, norm=8.0, name="loud"), rand_vector(tiny, 2, name="quiet")
     kit = Kit([KitEntry(loud, 2.0, [1, 2]), KitEntry(quiet, 0.0, [1, 2])])
-    tasks = {"loud": AxisTask(ABTask(), AB_ITEMS), "quiet": AxisTask(PairLogprobTask(), MINIMAL)}
+    tasks = {"loud": BenchAxisTask(ABTask(), AB_ITEMS), "quiet": BenchAxisTask(PairLogprobTask(), MINIMAL)}
     effects = task_cross_effects(tiny, kit, tasks, ["loud", "quiet"])
     assert effects.metrics == ["p_match", "delta_logprob"] and effects.n_items == [5, 3]
     assert effects.effect[1] == [0.0, 0.0]  # a zero-scale axis moves no metric
@@ -143,13 +152,53 @@ def test_task_cross_effects_on_each_axis_metric(tiny) -> None:
 
 def test_task_cross_effect_input_is_checked_before_measuring(tiny, tmp_path: Path) -> None:
     kit = Kit([KitEntry(rand_vector(tiny, 1, name="a"), 1.0), KitEntry(rand_vector(tiny, 2, name="b"), 1.0)])
-    tasks = {"a": AxisTask(ABTask(), AB_ITEMS), "c": AxisTask(ABTask(), AB_ITEMS)}
+    tasks = {"a": BenchAxisTask(ABTask(), AB_ITEMS), "c": BenchAxisTask(ABTask(), AB_ITEMS)}
     with pytest.raises(SteerlabError, match=r"missing \['b'\].*\['c'\]"):
         measure_interference(tiny, kit, [tiny_pairs(1), tiny_pairs(2)], names=["a", "b"], tasks=tasks)
     with pytest.raises(SteerlabError, match="NAME=KIND:FILE"):
         parse_task_specs(["a=ab"], None, 8)
     with pytest.raises(SteerlabError, match="unknown axis task 'vibes'"):
         parse_task_specs([f"a=vibes:{tmp_path}/x.json"], None, 8)
+
+
+class NextTokenLogprob:
+    """An axis task that is not the bench's: the log-prob of one token after each prompt, read straight off the
+    model. Interference takes it through the same AxisTask Protocol as the bench's tasks."""
+
+    metric = "next_logprob"
+    source = "inline prompts"
+
+    def __init__(self, prompts: list[str], token: int) -> None:
+        self.prompts, self.token = prompts, token
+
+    @property
+    def n_items(self) -> int:
+        return len(self.prompts)
+
+    @torch.inference_mode()
+    def score(self, model, steering: Kit | None) -> list[float]:
+        values = []
+        with steer(model, steering) if steering is not None else nullcontext():
+            for prompt in self.prompts:
+                ids = torch.tensor([model.tokenizer(prompt)["input_ids"]])
+                logits = model.hf_model(input_ids=ids).logits[0, -1].float()
+                values.append(float(torch.log_softmax(logits, -1)[self.token]))
+        return values
+
+
+def test_any_axis_task_protocol_implementation_is_measured(tiny) -> None:
+    own = NextTokenLogprob(["hello", "the sea", "a cat"], token=5)
+    bench = BenchAxisTask(ABTask(), AB_ITEMS, "inline")
+    assert isinstance(own, AxisTask) and isinstance(bench, AxisTask)
+    assert not isinstance(ABTask(), AxisTask)  # a bare bench Task is not an axis: it has no items to score
+    loud, still = rand_vector(tiny, 1, norm=8.0, name="loud"), rand_vector(tiny, 2, name="still")
+    kit = Kit([KitEntry(loud, 2.0, [1, 2]), KitEntry(still, 0.0, [1, 2])])
+    effects = task_cross_effects(tiny, kit, {"loud": own, "still": bench}, ["loud", "still"])
+    assert effects.metrics == ["next_logprob", "p_match"] and effects.n_items == [3, 5]
+    assert effects.sources == ["inline prompts", "inline"]
+    before, after = own.score(tiny, None), own.score(tiny, Kit([kit.entries[0]]))
+    assert effects.effect[0][0] == pytest.approx(sum(after) / 3 - sum(before) / 3, abs=1e-6)
+    assert effects.effect[0][0] != 0.0 and effects.effect[1] == [0.0, 0.0]
 
 
 def test_cli_interfere_writes_json_png_and_orthogonal_kit(tiny, tmp_path: Path) -> None:
@@ -234,11 +283,11 @@ def axis_tasks(datasets: Path, records: dict[str, list[dict]]) -> dict[str, Axis
     caa = datasets / "caa/test"
     prompts = NEUTRAL_PROMPTS[:N_TASK]
     return {
-        "happy": AxisTask(ClassifyTask(scorer="sentiment", max_new_tokens=12), prompts),
-        "sycophancy": AxisTask(ABTask(), load_ab(caa / "sycophancy/test_dataset_ab.json")[:N_TASK]),
-        "refusal": AxisTask(ABTask(), load_ab(caa / "refusal/test_dataset_ab.json")[:N_TASK]),
-        "formal": AxisTask(ClassifyTask(scorer="formality", max_new_tokens=12), prompts),
-        "agreeable": AxisTask(ABTask(), [_persona_item(r) for r in records["agreeable"][held : held + N_TASK]]),
+        "happy": BenchAxisTask(ClassifyTask(scorer="sentiment", max_new_tokens=12), prompts),
+        "sycophancy": BenchAxisTask(ABTask(), load_ab(caa / "sycophancy/test_dataset_ab.json")[:N_TASK]),
+        "refusal": BenchAxisTask(ABTask(), load_ab(caa / "refusal/test_dataset_ab.json")[:N_TASK]),
+        "formal": BenchAxisTask(ClassifyTask(scorer="formality", max_new_tokens=12), prompts),
+        "agreeable": BenchAxisTask(ABTask(), [_persona_item(r) for r in records["agreeable"][held : held + N_TASK]]),
     }
 
 

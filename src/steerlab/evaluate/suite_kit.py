@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
-from steerlab.evaluate.cross_effects import AxisTask
+from steerlab.evaluate.axis_tasks import BenchAxisTask
 from steerlab.evaluate.runner import TaskSpec
-from steerlab.interfere import InterferenceReport, measure_interference
+from steerlab.interference import InterferenceReport, measure_interference
 from steerlab.kit import Kit, KitCard, KitEntry
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
@@ -23,7 +23,7 @@ from steerlab.vector import Vector
 
 def calibrated_kit(vectors: dict[str, Vector]) -> Kit:
     """One entry per axis at the layers and scale its card records (the bench's calibration writes them there)."""
-    entries = [KitEntry(v, v.card.recommended_scale, list(v.card.recommended_layers) or None) for v in vectors.values()]
+    entries = [KitEntry.from_card(v) for v in vectors.values()]
     card = KitCard(name="seed-suite", description="every bench axis at its calibrated layers and scale")
     return Kit(entries, card)
 
@@ -37,7 +37,7 @@ def measure_suite_kit(
         raise SteerlabError(f"no suite axis named {missing}; the suite has {', '.join(by_name)}.")
     names = list(vectors)
     pairs = {n: by_name[n].task.extraction_pairs(list(by_name[n].held or by_name[n].val)) for n in names}
-    tasks = {n: AxisTask(by_name[n].task, list(by_name[n].test)[:n_items], by_name[n].source) for n in names}
+    tasks = {n: BenchAxisTask(by_name[n].task, list(by_name[n].test)[:n_items], by_name[n].source) for n in names}
     return measure_interference(
         base,
         calibrated_kit(vectors),

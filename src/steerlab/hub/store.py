@@ -360,7 +360,8 @@ class LocalStore:
         return info
 
     def verify(self, clean: bool = False) -> VerifyReport:
-        return verify_store(self, clean)
+        """Every live entry's content against its catalogue row; leftovers reported (and, with clean, removed)."""
+        return verify_store([EntryInfo.from_row(row) for row in self._rows()], self.blobs, clean)
 
 
 def _row_order(row: Entry) -> tuple[int, int, int, int, str]:

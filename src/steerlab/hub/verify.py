@@ -5,16 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from steerlab.errors import SteerlabError
 from steerlab.hub import signing
-from steerlab.hub.blobs import sha256_hex
+from steerlab.hub.blobs import BlobStore, sha256_hex
 from steerlab.hub.entry import EntryInfo
 from steerlab.hub.validate import check_upload
-
-if TYPE_CHECKING:
-    from steerlab.hub.store import LocalStore
 
 STALE_AFTER_S = 3600.0  # younger temp files and orphans may belong to an upload that is still in progress
 
@@ -49,30 +45,33 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_store(store: LocalStore, clean: bool = False) -> VerifyReport:
-    """Every live entry's blob exists and matches; leftovers of interrupted uploads are reported (and removed)."""
+def verify_store(entries: Iterable[EntryInfo], blobs: BlobStore, clean: bool = False) -> VerifyReport:
+    """Every live entry's blob exists and matches; leftovers of interrupted uploads are reported (and removed).
+
+    Takes the store's live entries and its blobs rather than the store, so the store can offer `verify` without
+    this module depending back on it.
+    """
     report = VerifyReport()
     referenced: set[str] = set()
-    for row in store._rows():
-        info = EntryInfo.from_row(row)
+    for info in entries:
         referenced.add(info.sha256)
         report.checked += 1
         try:
-            check_content(info, store.blobs.read(info.sha256))
+            check_content(info, blobs.read(info.sha256))
         except SteerlabError as exc:
             report.problems.append(str(exc))
     cutoff = time.time() - STALE_AFTER_S
-    for digest in store.blobs.digests():
+    for digest in blobs.digests():
         if digest in referenced:
             continue
-        path = store.blobs.path(digest)
+        path = blobs.path(digest)
         if clean and path.stat().st_mtime < cutoff:
-            store.blobs.delete(digest)
+            blobs.delete(digest)
             report.notes.append(f"removed unreferenced blob {digest[:12]}…")
         else:
             report.notes.append(f"unreferenced blob {digest[:12]}… (an interrupted publish or a removed entry)")
-    leftovers = store.blobs.leftovers()
-    removed = store.blobs.clean_leftovers(STALE_AFTER_S) if clean else 0
+    leftovers = blobs.leftovers()
+    removed = blobs.clean_leftovers(STALE_AFTER_S) if clean else 0
     if leftovers:
         report.notes.append(
             f"{len(leftovers)} temp file(s) of unfinished uploads, never visible as entries"

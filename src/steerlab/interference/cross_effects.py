@@ -1,36 +1,50 @@
-"""Cross-effects of a kit's axes measured by each axis's bench task metric (the behaviour, not the activations).
+"""Cross-effects of a kit's axes measured by each axis's task metric (the behaviour, not the activations).
 
-Steer with entry i alone, at its kit scale, layers, positions and mode, and evaluate every axis j's task on j's
+Steer with entry i alone, at its kit scale, layers, positions and mode, and score every axis j's task on j's
 held-out items: effect[i][j] = mean metric_j (steering i) − mean metric_j (unsteered). The diagonal is each axis's
 own effect; a large off-diagonal value means steering i changes what j's benchmark measures. Each difference comes
-with a paired bootstrap 95% CI over j's items (the same items are scored in every configuration; stats.py).
+with a paired bootstrap 95% CI over j's items (the same items are scored in every configuration).
+
+Tasks come in through the AxisTask Protocol, so this package never imports the evaluation bench that provides them
+(steerlab.evaluate.axis_tasks adapts its tasks to it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Protocol, runtime_checkable
 
+from steerlab.bootstrap import mean_ci, paired_diffs
 from steerlab.errors import SteerlabError
-from steerlab.evaluate import stats
-from steerlab.evaluate.adhoc import load_items
-from steerlab.evaluate.scoring import PLAIN, Setting
-from steerlab.evaluate.tasks import Task, make_task
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 
-KINDS = ("ab", "pair-logprob", "mcq", "sentiment", "formality")
+__all__ = ["AxisTask", "TaskCrossEffects", "check_axes", "task_cross_effects"]
 
 
-@dataclass
-class AxisTask:
-    """How one axis is benchmarked: a task and its held-out items (never the vector's training pairs)."""
+@runtime_checkable
+class AxisTask(Protocol):
+    """What interference needs from one axis's benchmark: a metric scored per held-out item under some steering."""
 
-    task: Task
-    items: Sequence[Any]
-    source: str = ""
+    @property
+    def metric(self) -> str:
+        """Name of the per-item metric `score` returns (shown in the report)."""
+        ...
+
+    @property
+    def source(self) -> str:
+        """Where the items come from (a file, a dataset split), for the report."""
+        ...
+
+    @property
+    def n_items(self) -> int:
+        """How many held-out items `score` scores."""
+        ...
+
+    def score(self, model: LoadedModel, steering: Kit | None) -> list[float]:
+        """The metric of every item, in a fixed order, under `steering` (None: unsteered); NaN for unscorable."""
+        ...
 
 
 @dataclass
@@ -42,20 +56,6 @@ class TaskCrossEffects:
     ci: list[list[list[float]]]  # [i][j]: paired bootstrap 95% CI of effect[i][j]
     n_items: list[int]
     sources: list[str] = field(default_factory=list)
-
-
-def axis_task(kind: str, path: str | Path, max_items: int | None = None, gen_tokens: int = 24) -> AxisTask:
-    """An AxisTask from a file: `kind` is ab, pair-logprob, mcq, or a classifier (sentiment, formality)."""
-    if kind not in KINDS:
-        raise SteerlabError(f"unknown axis task {kind!r}: use one of {', '.join(KINDS)}.")
-    if kind in ("sentiment", "formality"):
-        task = make_task("classify", scorer=kind, max_new_tokens=gen_tokens)
-        items = load_items("classify", Path(path), "eval")
-    else:
-        task, items = make_task(kind), load_items(kind, Path(path), "eval")
-    if not items:
-        raise SteerlabError(f"{path} holds no {kind} items.")
-    return AxisTask(task, items[:max_items] if max_items else items, str(path))
 
 
 def check_axes(tasks: Mapping[str, AxisTask], labels: Sequence[str]) -> None:
@@ -70,11 +70,11 @@ def check_axes(tasks: Mapping[str, AxisTask], labels: Sequence[str]) -> None:
 
 
 def _paired_ci(after: list[float], before: list[float]) -> list[float]:
-    return list(stats.mean_ci(stats.paired_diffs(after, before))[1:])
+    return list(mean_ci(paired_diffs(after, before))[1:])
 
 
 def _mean(values: list[float]) -> float:
-    return stats.mean_ci(values)[0]
+    return mean_ci(values)[0]
 
 
 def task_cross_effects(
@@ -86,35 +86,18 @@ def task_cross_effects(
         raise SteerlabError(f"the kit has {len(kit.entries)} entries but {len(labels)} names were given.")
     check_axes(tasks, labels)
     axis_tasks = [tasks[n] for n in labels]
-    base = [_scores(model, PLAIN, t) for t in axis_tasks]
+    base = [t.score(model, None) for t in axis_tasks]
     effect, ci = [], []
-    for i, entry in enumerate(kit.entries):
-        setting = Setting(f"steer:{labels[i]}", steering=Kit([entry]))
-        steered = [_scores(model, setting, t) for t in axis_tasks]
+    for entry in kit.entries:
+        steered = [t.score(model, Kit([entry])) for t in axis_tasks]
         effect.append([_mean(s) - _mean(b) for s, b in zip(steered, base, strict=True)])
         ci.append([_paired_ci(s, b) for s, b in zip(steered, base, strict=True)])
     return TaskCrossEffects(
         names=labels,
-        metrics=[t.task.metric for t in axis_tasks],
+        metrics=[t.metric for t in axis_tasks],
         unsteered=[_mean(b) for b in base],
         effect=effect,
         ci=ci,
-        n_items=[len(t.items) for t in axis_tasks],
+        n_items=[t.n_items for t in axis_tasks],
         sources=[t.source for t in axis_tasks],
     )
-
-
-def _scores(model: LoadedModel, setting: Setting, axis: AxisTask) -> list[float]:
-    return list(axis.task.evaluate(model, setting, axis.items)[axis.task.metric])
-
-
-def parse_task_specs(specs: Sequence[str], max_items: int | None, gen_tokens: int) -> dict[str, AxisTask]:
-    """CLI `--task NAME=KIND:FILE` options -> {NAME: AxisTask}."""
-    out: dict[str, AxisTask] = {}
-    for spec in specs:
-        name, sep, rest = spec.partition("=")
-        kind, sep2, file = rest.partition(":")
-        if not (sep and sep2 and name and kind and file):
-            raise SteerlabError(f"cannot read --task {spec!r}: write NAME=KIND:FILE, KIND one of {', '.join(KINDS)}.")
-        out[name] = axis_task(kind, file, max_items, gen_tokens)
-    return out
