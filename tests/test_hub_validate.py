@@ -112,3 +112,36 @@ def test_references_and_versions() -> None:
     order = ["0.9.9", "1.0.0-alpha", "1.0.0-rc.1", "1.0.0", "1.0.1", "1.10.0"]
     assert sorted(order, key=lambda v: Version.parse(v).sort_key()) == order
     assert str(Version.parse("1.2.3").next_patch()) == "1.2.4"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"format": "other", "entries": [{"vector": "v.safetensors"}]}, "not a steerlab kit"),
+        ({"version": 2, "entries": [{"vector": "v.safetensors"}]}, "version 2 kit"),
+        ({"entries": []}, "non-empty 'entries'"),
+        ({"entries": [{"vector": "v.safetensors", "mode": "explode"}]}, r"entry 1: unknown steering mode"),
+        ({"entries": [{"vector": "v.safetensors", "positions": "middle"}]}, "unknown positions"),
+        ({"entries": [{"vector": "v.safetensors", "scale": "big"}]}, "'scale' must be a finite number"),
+        ({"entries": [{"vector": "v.safetensors", "layers": [-1]}]}, "'layers' must be a list"),
+        ({"entries": [{"vector": "v.safetensors", "sha256": "abc"}]}, "'sha256' must be 64"),
+        ({"entries": [{"name": "x", "scale": 1.0}]}, r"entry 1 \(x\) names no vector"),
+    ],
+)
+def test_kit_files_and_store_uploads_share_one_schema(tmp_path, document: dict, message: str) -> None:
+    from steerlab.kitfile import load_kit
+
+    with pytest.raises(SteerlabError, match=message):
+        check_upload(json.dumps(document).encode(), "kit")
+    (tmp_path / "kit.json").write_text(json.dumps(document))
+    with pytest.raises(SteerlabError, match=message):
+        load_kit(tmp_path / "kit.json")
+
+
+def test_only_store_kits_must_keep_their_paths_inside_their_folder(tmp_path) -> None:
+    from steerlab.kitschema import check_document
+
+    document = {"entries": [{"vector": "../elsewhere/v.safetensors", "sha256": "a" * 64}]}
+    check_document(document)  # a kit file may point beside its folder (kit new writes such paths)
+    with pytest.raises(SteerlabError, match="relative path inside"):
+        check_upload(json.dumps(document).encode(), "kit")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from steerlab import SteerlabError, Vector
 from steerlab.vector import Card
@@ -84,3 +84,21 @@ def test_failed_save_keeps_the_old_file(tmp_path) -> None:
         bad.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["v.safetensors"]
+
+
+def test_from_bytes_is_the_one_way_bytes_become_a_vector(tmp_path) -> None:
+    card = Card(name="v", recommended_layers=[1], recommended_scale=0.5)
+    vec = Vector({0: torch.randn(8), 1: torch.randn(8, dtype=torch.float16)}, card)
+    back = Vector.from_bytes(vec.to_bytes(), "memory")
+    assert back.card.to_json() == vec.card.to_json()
+    assert all(torch.equal(back.directions[k], vec.directions[k]) for k in vec.layers)
+    assert Vector.load(vec.save(tmp_path / "v.safetensors")).card.to_json() == vec.card.to_json()
+    bare = Vector.from_bytes(save({"direction.3": torch.ones(4)}), "repeng-ish")  # no card: says where it came from
+    assert bare.layers == [3] and bare.card.metadata["imported_from"] == "repeng-ish"
+    for data, message in [
+        (b"", "memory is not a readable safetensors vector"),
+        (b"\xff" * 16, "memory is not a readable safetensors vector"),
+        (save({"weights": torch.ones(4)}), "unexpected tensor 'weights'"),
+    ]:
+        with pytest.raises(SteerlabError, match=message):
+            Vector.from_bytes(data, "memory")

@@ -51,7 +51,7 @@ def find(address: str, store: Any = None, model: Any = None) -> Found:
 
 
 def _single(vector: Vector, parsed: Address, source: EntrySource, model: Any, address: str) -> Found:
-    _check(vector, model, address)
+    _check(vector, model, repr(address))
     try:
         entry = KitEntry.from_card(vector, parsed.scale, parsed.layers)
     except SteerlabError as exc:
@@ -65,7 +65,7 @@ def _check(vector: Vector, model: Any, where: str) -> None:
     try:
         vector.check_compatible(model)
     except SteerlabError as exc:
-        raise SteerlabError(f"{where!r}: {exc}") from exc
+        raise SteerlabError(f"{where}: {exc}") from exc
 
 
 def _from_store(parsed: Address, store: Any, model: Any, address: str) -> Found:
@@ -80,16 +80,28 @@ def _from_store(parsed: Address, store: Any, model: Any, address: str) -> Found:
         if info.kind == "vector":
             vector = Vector.from_bytes(data, f"{opened}:{info.ref}")
             return _single(vector, parsed, EntrySource(info.name, info.sha256, info.ref), model, address)
-        from steerlab.hub.content import read_kit
-
         check_no_tail(parsed, address)
-        stored = read_kit(opened, info, data)
-        for entry, source in zip(stored.kit.entries, stored.sources, strict=True):
-            _check(entry.vector, model, f"{info.ref}: entry {source.name}")
-        return Found(stored.kit, stored.sources, is_kit=True)
+        return _store_kit(opened, info, data, model)
     finally:
         if opened is not store:
             opened.close()
+
+
+def _store_kit(store: Any, info: Any, data: bytes, model: Any) -> Found:
+    """A kit from the store: its entries' vectors are found by sha256 in the same store (steerlab.hub.content)."""
+    from steerlab.hub.content import fetch_kit
+
+    stored = fetch_kit(store, info, data)
+    entries, sources = [], []
+    for index, (record, (entry_info, entry_data)) in enumerate(
+        zip(stored.document["entries"], stored.vectors, strict=True)
+    ):
+        vector = Vector.from_bytes(entry_data, f"{store}:{entry_info.ref}")
+        _check(vector, model, stored.where(index))
+        entries.append(kitfile.entry_from_record(record, vector, stored.where(index)))
+        sources.append(EntrySource(stored.names[index], entry_info.sha256, entry_info.ref))
+    card = kitfile.card_from_document(stored.document.get("card") or {}, info.name)
+    return Found(Kit(entries, card), sources, is_kit=True)
 
 
 def _open(store: Any) -> Any:

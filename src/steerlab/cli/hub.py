@@ -172,10 +172,18 @@ def pull_cmd(
     """Download one entry, verifying its hash, card and signature, and write it atomically."""
     from steerlab.hub.blobs import BlobStore
 
-    info, data = _open(source, token).get_bytes(ref, require_signed=require_signed, trusted_keys=trusted_key)
+    store = _open(source, token)
+    info, data = store.get_bytes(ref, require_signed=require_signed, trusted_keys=trusted_key)
     target = out or Path(f"{info.name}.{'json' if info.kind == 'kit' else 'safetensors'}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    BlobStore.write_file(target, data)
+    if info.kind == "kit":  # with its vectors (found by sha256 in the same store), so the kit file loads
+        from steerlab.hub.content import fetch_kit, write_kit
+
+        stored = fetch_kit(store, info, data, require_signed=require_signed, trusted_keys=trusted_key)
+        for path in write_kit(stored, target)[1:]:
+            console.print(f"[green]pulled[/green] {path.name} beside it")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        BlobStore.write_file(target, data)
     signed = f"signature by {info.key_id} verified" if info.key_id else "unsigned"
     console.print(f"[green]pulled[/green] {info.ref} -> {target} (sha256 {info.sha256[:12]} verified, {signed})")
 

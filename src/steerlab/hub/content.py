@@ -1,4 +1,4 @@
-"""Stored bytes back into steerlab objects: a store kit is a Kit whose vectors are found by sha256 in the same store.
+"""Store kits: a kit's entries name their vectors by sha256, and the vectors are found by it in the same store.
 
 `store` is a LocalStore or a RemoteStore: both answer `get_bytes(ref)` (content checked against its hash, card and
 signature) and `search(kind=..., all_versions=...)`.
@@ -15,25 +15,25 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.hub.blobs import BlobStore
 from steerlab.hub.entry import EntryInfo
-from steerlab.kit import EntrySource, Kit
-from steerlab.kitfile import card_from_document, entry_from_record
 from steerlab.kitschema import check_document
-from steerlab.vector import Vector
 
 
 @dataclass
 class StoredKit:
-    """A kit from the store: the Kit, where each entry's vector came from, and the exact bytes of each vector."""
+    """A kit from the store as bytes: its document, and per entry the vector's store entry and exact bytes.
+    Torch-free (pulling a kit needs no model); `steerlab.resolve` turns it into a Kit."""
 
     info: EntryInfo
-    kit: Kit
-    sources: list[EntrySource]
     document: dict[str, Any]
     data: bytes
-    vectors: list[bytes]
+    names: list[str]
+    vectors: list[tuple[EntryInfo, bytes]]
+
+    def where(self, index: int) -> str:
+        return f"store kit {self.info.ref}: entry {index + 1} ({self.names[index]})"
 
 
-def read_kit(
+def fetch_kit(
     store: Any,
     info: EntryInfo,
     data: bytes,
@@ -43,10 +43,10 @@ def read_kit(
     """The kit in `data` (already checked by the store), each entry's vector fetched and checked by its sha256."""
     document = check_document(json.loads(data), f"store kit {info.ref}", portable=True)
     by_hash = _vectors_by_hash(store, info.namespace)
-    entries, sources, blobs = [], [], []
+    names = [str(record.get("name") or f"entry {i + 1}") for i, record in enumerate(document["entries"])]
+    stored = StoredKit(info, document, data, names, [])
     for index, record in enumerate(document["entries"]):
-        label = str(record.get("name") or f"entry {index + 1}")
-        where = f"store kit {info.ref}: entry {index + 1} ({label})"
+        where = stored.where(index)
         digest = record.get("sha256")
         if not digest:
             raise SteerlabError(f"{where} records no sha256; a store kit finds its vectors by hash.")
@@ -56,13 +56,8 @@ def read_kit(
                 f"{where}: no vector with sha256 {digest[:12]}… in {store}. Push the kit's vectors too "
                 "(`steerlab hub push FILE.safetensors --name NAMESPACE/NAME`)."
             )
-        vector_info, vector_data = store.get_bytes(found.ref, require_signed=require_signed, trusted_keys=trusted_keys)
-        vector = Vector.from_bytes(vector_data, f"{store}:{vector_info.ref}")
-        entries.append(entry_from_record(record, vector, where))
-        sources.append(EntrySource(label, vector_info.sha256, vector_info.ref))
-        blobs.append(vector_data)
-    kit = Kit(entries, card_from_document(document.get("card") or {}, info.name))
-    return StoredKit(info, kit, sources, document, data, blobs)
+        stored.vectors.append(store.get_bytes(found.ref, require_signed=require_signed, trusted_keys=trusted_keys))
+    return stored
 
 
 def _vectors_by_hash(store: Any, namespace: str) -> dict[str, EntryInfo]:
@@ -79,8 +74,8 @@ def write_kit(stored: StoredKit, target: Path) -> list[Path]:
     (hashes and all) from the folder. A different file already at one of those paths is refused, not overwritten."""
     folder = target.parent
     planned = [(target, stored.data)]
-    for index, (record, data) in enumerate(zip(stored.document["entries"], stored.vectors, strict=True)):
-        name = record.get("vector") or f"{stored.sources[index].name}.safetensors"
+    for index, (record, (_, data)) in enumerate(zip(stored.document["entries"], stored.vectors, strict=True)):
+        name = record.get("vector") or f"{stored.names[index]}.safetensors"
         planned.append((folder / name, data))
     for path, data in planned:
         if path.exists() and path.read_bytes() != data:

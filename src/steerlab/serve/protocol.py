@@ -13,7 +13,7 @@ class SteeringItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     vector: str = Field(min_length=1, description="a vector name, 'KIT:AXIS' for a kit's entry, or a store ref ns/name")
-    scale: float = 1.0
+    scale: float | None = None  # None: the card's scale (a kit axis: the kit's)
     layers: list[int] | None = None
 
 
