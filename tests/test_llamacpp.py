@@ -20,7 +20,7 @@ import torch
 
 from steerlab.extraction import extract
 from steerlab.formats import export_gguf
-from steerlab.models import _alias_gguf
+from steerlab.models import alias_gguf
 from steerlab.pairs import PairSet
 from steerlab.steering import steer
 
@@ -102,7 +102,7 @@ def test_llamacpp_reads_the_exported_gguf_and_steers_like_the_hooks(default_mode
     vector = extract(default_model, happy_pairs(datasets), layers=LAYERS, progress=False, name="happy")
     path = export_gguf(vector, tmp_path / "happy.gguf")
     tokens = list(default_model.tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
-    engine = LlamaCpp(_alias_gguf("smollm2-135m"))
+    engine = LlamaCpp(alias_gguf("smollm2-135m"))
     try:
         assert (engine.n_embd, engine.n_layer) == (default_model.hidden_size, default_model.n_layers)
         plain = engine.last_logits(tokens, None)

@@ -131,7 +131,8 @@ def _from_folder(folder: Path, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-def _alias_gguf(alias: str) -> Path:
+def alias_gguf(alias: str) -> Path:
+    """The GGUF file an alias ships as (e.g. for llama.cpp, which reads it directly)."""
     package, filename, _ = ALIASES[alias]
     # find_spec does not execute the package, whose __init__ imports a plugin host we do not need.
     spec = importlib.util.find_spec(package)
@@ -147,7 +148,7 @@ def _alias_cache(alias: str) -> Path:
     folder = steerlab_home() / "models" / alias
     if (folder / "config.json").exists():
         return folder
-    _convert_gguf(_alias_gguf(alias), folder, ALIASES[alias][2])
+    _convert_gguf(alias_gguf(alias), folder, ALIASES[alias][2])
     return folder
 
 
@@ -155,7 +156,7 @@ def _gguf_cache(path: Path) -> Path:
     if not path.exists():
         raise SteerlabError(f"GGUF file {path} does not exist.")
     for alias in ALIASES:
-        known = _alias_gguf(alias) if importlib.util.find_spec(ALIASES[alias][0]) else None
+        known = alias_gguf(alias) if importlib.util.find_spec(ALIASES[alias][0]) else None
         if known is not None and known.resolve() == path.resolve():
             return _alias_cache(alias)
     stat = path.stat()
