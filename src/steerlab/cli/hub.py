@@ -14,6 +14,8 @@ from steerlab.errors import SteerlabError
 
 if TYPE_CHECKING:
     from steerlab.hub.entry import EntryInfo
+    from steerlab.hub.protocol import Store
+    from steerlab.hub.store import LocalStore
 
 console = Console()
 hub_app = typer.Typer(help="The Steer Store: publish, find, pull and verify vectors and kits.", no_args_is_help=True)
@@ -28,7 +30,7 @@ KeyOpt = Annotated[Path | None, typer.Option("--key", help="ed25519 signing key 
 SignOpt = Annotated[bool, typer.Option("--sign/--no-sign", help="sign hash + card with your key")]
 
 
-def _open(location: str | Path | None, token: str | None = None, catalog_url: str | None = None) -> Any:
+def _open(location: str | Path | None, token: str | None = None, catalog_url: str | None = None) -> Store:
     from steerlab.hub import is_url, open_store
     from steerlab.hub.starter_pack import ensure_shipped_pack, is_default_store
 
@@ -36,6 +38,16 @@ def _open(location: str | Path | None, token: str | None = None, catalog_url: st
     store = open_store(location, token=token, **options)
     if is_default_store(store):  # the default local store holds the shipped starter pack from its first use
         ensure_shipped_pack(store)
+    return store
+
+
+def _open_local(root: Path | None, catalog_url: str | None) -> LocalStore:
+    """verify and token administer a store itself, which only a local one offers (a server's host runs them)."""
+    from steerlab.hub.store import LocalStore
+
+    store = _open(root, catalog_url=catalog_url)
+    if not isinstance(store, LocalStore):
+        raise SteerlabError(f"{store!r} is not a local store: run this on the machine that holds it, with --root.")
     return store
 
 
@@ -204,7 +216,7 @@ def verify_cmd(
     catalog_url: CatalogOpt = None,
 ) -> None:
     """Check a whole local store: every blob's hash, card and signature. Exit status 1 on any problem."""
-    report = _open(root, catalog_url=catalog_url).verify(clean=clean)
+    report = _open_local(root, catalog_url).verify(clean=clean)
     for note in report.notes:
         console.print(f"note: {note}")
     for problem in report.problems:
@@ -223,7 +235,7 @@ def token_cmd(
     catalog_url: CatalogOpt = None,
 ) -> None:
     """Create a write token for a namespace and print it (only its hash is stored)."""
-    typer.echo(_open(root, catalog_url=catalog_url).create_token(namespace, private=private))
+    typer.echo(_open_local(root, catalog_url).create_token(namespace, private=private))
 
 
 def keygen_cmd(

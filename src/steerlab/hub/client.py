@@ -1,21 +1,23 @@
-"""RemoteStore: the same calls as LocalStore, over HTTP to `steerlab hub serve`; every pull is verified here."""
+"""RemoteStore: the Store calls (hub/protocol.py) over HTTP to `steerlab hub serve`; every pull is verified here."""
 
 from __future__ import annotations
 
 import builtins
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from steerlab.errors import SteerlabError
 from steerlab.hub.entry import EntryInfo, Fit
 from steerlab.hub.errors import Conflict, Forbidden, HubError, NotFound, TooLarge, Unauthorized
-from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER
+from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER, Publication
 from steerlab.hub.refs import parse_ref
-from steerlab.hub.store import Publication
 from steerlab.hub.verify import check_content
+
+if TYPE_CHECKING:
+    from steerlab.vector import Vector
 
 ERRORS: dict[int, type[HubError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge}
 
@@ -74,7 +76,7 @@ class RemoteStore:
         check_content(info, data, require_signed, trusted_keys)
         return info, data
 
-    def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
+    def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Vector:
         from steerlab.vector import Vector
 
         info, data = self.get_bytes(ref, require_signed, trusted_keys)

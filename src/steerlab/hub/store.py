@@ -7,10 +7,10 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -21,9 +21,13 @@ from steerlab.hub.blobs import BlobStore, Incoming, sha256_hex
 from steerlab.hub.catalog import Entry, EntryTag, Namespace, Token, make_engine, make_sessions
 from steerlab.hub.entry import EntryInfo, Fit
 from steerlab.hub.errors import Conflict, Forbidden, NotFound, Unauthorized
+from steerlab.hub.protocol import Publication
 from steerlab.hub.refs import Ref, Version, check_name, parse_ref
 from steerlab.hub.validate import DEFAULT_MAX_BYTES, Checked, check_upload
 from steerlab.hub.verify import VerifyReport, check_content, verify_store
+
+if TYPE_CHECKING:
+    from steerlab.vector import Vector
 
 CONFIG_FILE = "store.json"
 MAX_TAGS = 32
@@ -44,18 +48,6 @@ class Access:
 
 OWNER = Access(read_all=True, write_all=True)
 ANONYMOUS = Access()
-
-
-@dataclass
-class Publication:
-    """An upload with what its publisher says about it."""
-
-    ref: str
-    kind: str = "vector"
-    tags: list[str] = field(default_factory=list)
-    description: str | None = None
-    signature: str | None = None
-    public_key: str | None = None
 
 
 def hash_token(token: str) -> str:
@@ -267,7 +259,7 @@ class LocalStore:
         check_content(info, data, require_signed, trusted_keys)
         return info, data
 
-    def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Any:
+    def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Vector:
         from steerlab.vector import Vector
 
         info, data = self.get_bytes(ref, require_signed, trusted_keys)
@@ -336,23 +328,25 @@ class LocalStore:
         return [EntryInfo.from_row(r) for r in rows]
 
     # ----- removing and checking -----
-    def remove(self, ref_text: str, access: Access | None = None) -> EntryInfo:
+    def remove(self, ref: str, access: Access | None = None) -> EntryInfo:
         """Withdraw one version: it disappears from reads, its version is never reused, its blob goes if unshared."""
-        ref = parse_ref(ref_text)
-        if not ref.version:
-            raise SteerlabError(f"say which version to remove: {ref.base}@VERSION (versions are removed one by one).")
-        self.check_write(ref.namespace, access)
+        wanted = parse_ref(ref)
+        if not wanted.version:
+            raise SteerlabError(
+                f"say which version to remove: {wanted.base}@VERSION (versions are removed one by one)."
+            )
+        self.check_write(wanted.namespace, access)
         with self.sessions.begin() as session:
             row = session.scalars(
                 select(Entry).where(
-                    Entry.namespace == ref.namespace,
-                    Entry.name == ref.name,
-                    Entry.version == ref.version,
+                    Entry.namespace == wanted.namespace,
+                    Entry.name == wanted.name,
+                    Entry.version == wanted.version,
                     Entry.removed_at.is_(None),
                 )
             ).first()
             if row is None:
-                raise NotFound(f"no entry {ref} to remove.")
+                raise NotFound(f"no entry {wanted} to remove.")
             row.removed_at = datetime.now(UTC)
             info = EntryInfo.from_row(row)
         if not self._rows(Entry.sha256 == info.sha256):

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steerlab.errors import SteerlabError
 from steerlab.frontdoor import find
@@ -25,6 +25,9 @@ from steerlab.plan import RowPlan, compile_row
 from steerlab.serve.errors import ApiError
 from steerlab.serve.protocol import Steering, SteeringItem
 from steerlab.vector import Vector
+
+if TYPE_CHECKING:
+    from steerlab.hub.protocol import Store
 
 KIT_SUFFIXES = (".json", ".toml")
 STORE_TTL_S = 60.0  # a store ref without a version may move; look it up again after this long
@@ -365,7 +368,7 @@ class Registry:
         }
 
 
-def _open_store(location: str) -> Any:
+def _open_store(location: str) -> Store:
     try:
         from steerlab.hub import open_store
     except ImportError as exc:  # the hub is an optional part of the install
