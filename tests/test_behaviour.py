@@ -41,6 +41,7 @@ def test_happy_sad_vector_moves_sentiment_of_held_out_generations(default_model,
         [{"prompt": prompt, "positive": h, "negative": s} for h, s in zip(happy, sad, strict=True)]
     )
     vector = extract(default_model, pairs, layers=range(8, 19), progress=False)
+    vector = vector.select(vector.layers)  # steer all of 8-18, not only the card's recommended layers
     scores = {
         scale: _vader(generate(default_model, NEUTRAL_PROMPTS, steering=vector, scale=scale, max_new_tokens=24))
         for scale in (-0.8, 0.0, 0.8)
@@ -56,7 +57,7 @@ def _p_matching(model, items: list[dict], steering, scale: float) -> float:
     texts = [render(tok, item["question"]) + "(" for item in items]
     seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     ids, mask, pos, _ = pad_batch(seqs, pad_id_of(tok), "left", model.device)
-    ctx = steer(model, steering, scale=scale) if steering is not None else nullcontext()
+    ctx = steer(model, steering, scale=scale, layers=steering.layers) if steering is not None else nullcontext()
     with torch.inference_mode(), ctx:
         logits = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
     probs = torch.softmax(logits[:, [letter_ids["A"], letter_ids["B"]]], dim=-1)

@@ -115,7 +115,7 @@ def test_llamacpp_reads_the_exported_gguf_and_steers_like_the_hooks(default_mode
         engine.close()
     np.testing.assert_allclose(zero, plain, atol=1e-4)  # scale 0 is the unsteered model
     hf_plain = hf_last_logits(default_model, tokens)
-    with steer(default_model, vector, scale=SCALE):
+    with steer(default_model, vector, scale=SCALE, layers=vector.layers):  # every exported block
         hf_steered = hf_last_logits(default_model, tokens)
     assert np.corrcoef(plain, hf_plain)[0, 1] > 0.98  # the two engines run the same model
     cpp_shift, hf_shift = steered - plain, hf_steered - hf_plain
