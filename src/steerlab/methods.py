@@ -1,9 +1,16 @@
-"""Direction-finding methods: small functions from one layer's activations to a direction, in a registry."""
+"""Direction-finding methods: small functions from one layer's activations to a direction, in a registry.
+
+Trained methods (e.g. "preference") need the whole model, not one layer's activations: they register a trainer,
+(model, pairs, layers=..., position=..., batch_size=..., chat=..., progress=..., name=..., seed=..., **options)
+-> Vector, from their own module, which is imported the first time its name is asked for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
 
 import torch
 
@@ -26,6 +33,9 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
+Trainer = Callable[..., Any]  # returns a Vector; Any keeps this module free of the vector/model imports
+TRAINERS: dict[str, Trainer] = {}
+TRAINER_MODULES = {"preference": "steerlab.preference"}  # imported on first use: they import torch-heavy paths
 
 
 def register(name: str, needs_examples: bool) -> Callable[[Callable[[LayerData], torch.Tensor]], Callable]:
@@ -36,9 +46,28 @@ def register(name: str, needs_examples: bool) -> Callable[[Callable[[LayerData],
     return wrap
 
 
+def register_trainer(name: str) -> Callable[[Trainer], Trainer]:
+    def wrap(fn: Trainer) -> Trainer:
+        TRAINERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def method_names() -> list[str]:
+    return sorted({*METHODS, *TRAINER_MODULES, *TRAINERS})
+
+
+def get_trainer(name: str) -> Trainer | None:
+    """The trainer registered under `name`, or None for a direction method."""
+    if name not in TRAINERS and name in TRAINER_MODULES:
+        import_module(TRAINER_MODULES[name])
+    return TRAINERS.get(name)
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise SteerlabError(f"unknown extraction method {name!r}: use one of {', '.join(sorted(METHODS))}.")
+        raise SteerlabError(f"unknown extraction method {name!r}: use one of {', '.join(method_names())}.")
     return METHODS[name]
 
 

@@ -148,7 +148,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="comma-separated recipe names to build (default: all)")
     parser.add_argument("--force", action="store_true", help="rebuild files that are already there")
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see below)")
     args = parser.parse_args(argv)
+    import torch
+
+    # One thread sums in one order, so a rebuild gives the same bytes whatever the core count; on a shared machine it
+    # is also faster than threads that wait for each other at every barrier.
+    torch.set_num_threads(args.threads)
     from steerlab.hub import open_store
     from steerlab.hub.publish import default_key_path
     from steerlab.hub.starter_pack import install_shipped_pack, shipped_dir
@@ -163,7 +169,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     chosen = [r for r in RECIPES if not wanted or r.name in wanted]
     built = build_pack(load_model(args.model), out, chosen, args.pairs, force=args.force)
     print(f"built {len(built)} of {len(chosen)} vectors in {time.perf_counter() - started:.0f} s into {out}")
-    manifest = sign_built_pack(out, RECIPES, args.key or default_key_path())
+    present = [r for r in RECIPES if (out / f"{r.name}.safetensors").exists()]
+    if len(present) < len(RECIPES):
+        print(f"{out} holds {len(present)} of {len(RECIPES)} vectors: the manifest lists only those")
+    manifest = sign_built_pack(out, present, args.key or default_key_path())
     print(f"signed {len(manifest.entries)} vectors with key {manifest.key_id}; manifest {out / 'manifest.json'}")
     install_shipped_pack(open_store(args.store, token=args.token), out, log=print)
 
