@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from steerlab.capture import read_batches
 from steerlab.errors import SteerlabError
-from steerlab.methods import LayerData, get_method
+from steerlab.methods import LayerData, get_method, get_trainer
 from steerlab.models import LoadedModel
 from steerlab.pairs import PairSet, ReadPosition
 from steerlab.prompts import tokenize_side
@@ -55,9 +56,23 @@ def extract(
     chat: bool = True,
     progress: bool = True,
     name: str = "",
+    seed: int = 0,
+    **options: Any,
 ) -> Vector:
-    """Difference-in-means (or `pca_diff`, `probe`) of block outputs between the positive and negative sides."""
+    """Difference-in-means (or `pca_diff`, `probe`) of block outputs between the positive and negative sides.
+
+    A trained method (`preference`, see steerlab.preference) trains against the frozen model instead; `seed` fixes its
+    held-out split and batch order, and `options` are its settings. Direction methods are deterministic and take none.
+    """
     chosen = _check_layers(model, layers)
+    trainer = get_trainer(method)
+    if trainer is not None:
+        trained: Vector = trainer(
+            model, pairs, layers, position, batch_size, chat=chat, progress=progress, name=name, seed=seed, **options
+        )
+        return trained
+    if options:
+        raise SteerlabError(f"method {method!r} takes no options {sorted(options)}; only trained methods do.")
     spec = get_method(method)
     read_at = position or pairs.default_position
     items: list[Tokenized] = []
