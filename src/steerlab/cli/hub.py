@@ -61,10 +61,14 @@ def _table(entries: list[EntryInfo]) -> Table:
             info.base_model or "-",
             ",".join(info.tags),
             info.key_id or "no",
-            "-" if effect is None else f"acc {effect:.2f} @ L{info.metrics.get('best_layer', '?')}",
+            "-" if effect is None else f"acc {effect:.2f} @ L{info.metrics.get('best_layer', '?')}{_chance(info)}",
             (info.description or "")[:60],
         )
     return table
+
+
+def _chance(info: EntryInfo) -> str:
+    return " (at chance)" if info.metrics.get("at_chance") else ""
 
 
 def _print_entries(entries: list[EntryInfo], as_json: bool) -> None:
