@@ -185,6 +185,45 @@ def private_uses(src: Path = SRC) -> list[str]:
     return found
 
 
+# Modules that register hooks only to READ block outputs (a hook that returns nothing changes nothing). Steering
+# hooks, the ones that change activations, are installed in steerlab.steering and nowhere else.
+READERS = {"steerlab.capture", "steerlab.interference.readout", "steerlab.residual_norms"}
+
+
+def hook_registrations(src: Path = SRC) -> dict[str, list[int]]:
+    """Module -> lines where it calls a torch `register_*hook` method."""
+    found: dict[str, list[int]] = {}
+    for name, module in modules(src).items():
+        for node in ast.walk(module.tree):
+            func = node.func if isinstance(node, ast.Call) else None
+            if isinstance(func, ast.Attribute) and func.attr.startswith("register_") and func.attr.endswith("hook"):
+                found.setdefault(name, []).append(node.lineno)
+    return found
+
+
+def _returns_value(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    todo: list[ast.AST] = list(function.body)
+    while todo:
+        node = todo.pop()
+        value = node.value if isinstance(node, ast.Return) else None
+        if value is not None and not (isinstance(value, ast.Constant) and value.value is None):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):  # its own returns, not ours
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def value_returning_hooks(module: str, src: Path = SRC) -> list[str]:
+    """Hook functions (first parameter `module`/`_module`, torch's convention) that return a value: they replace
+    the block's output (or inputs)."""
+    found = []
+    for node in ast.walk(modules(src)[module].tree):
+        is_def = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and bool(node.args.args)
+        if is_def and node.args.args[0].arg in ("module", "_module") and _returns_value(node):
+            found.append(f"{module}:{node.lineno} {node.name}")
+    return found
+
+
 # ----- the tests -----
 SAMPLE = {
     "__init__.py": "from steerlab.a import A\n",
@@ -232,8 +271,19 @@ def test_no_private_names_are_used_across_modules() -> None:
     assert not found, "private names used across modules:\n" + "\n".join(found)
 
 
+def test_only_steering_installs_hooks_that_change_activations() -> None:
+    registering = set(hook_registrations())
+    assert "steerlab.steering" in registering and value_returning_hooks("steerlab.steering")  # the check sees them
+    others = registering - {"steerlab.steering"}
+    assert others <= READERS, f"hooks registered outside steerlab.steering: {sorted(others - READERS)}"
+    changing = [hook for module in sorted(others) for hook in value_returning_hooks(module)]
+    assert not changing, f"reading hooks that return a value (they would change the model's output): {changing}"
+
+
 if __name__ == "__main__":
     for component in cycles(import_graph()):
         print("cycle:", " <-> ".join(sorted(component)))
     for use in private_uses():
         print("private:", use)
+    for module, lines in sorted(hook_registrations().items()):
+        print("hooks:", module, lines, value_returning_hooks(module) or "(reading only)")

@@ -1,4 +1,15 @@
-"""The one place hooks are installed: a Plan applied to a model's decoder blocks for the life of a context."""
+"""Steering hooks: the one place where hooks that change a model's activations are installed.
+
+A Plan (plan.py) is applied to a model for the life of a context (`steer`, `apply_plan`): one forward pre-hook on the
+whole model notes each call's phase (prompt or generated tokens) and padding mask, and one forward hook per steered
+decoder block adds (or projects out) the plan's directions in that block's output. Everything that steers comes
+through here: `generate`, the evaluation bench's settings, interference, preference scoring and the server's batcher.
+
+Other modules register hooks only to read block outputs, never to change them: capture.py (activations for
+extraction; its hook may stop the forward once the deepest block it needs has run), interference/readout.py (the
+unsteered model's block outputs over generated text) and residual_norms.py (per-token norms for relative doses).
+Their hooks return nothing, so the model computes what it would without them. tests/test_architecture.py keeps it so.
+"""
 
 from __future__ import annotations
 
