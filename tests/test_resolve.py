@@ -108,6 +108,8 @@ def test_a_path_that_exists_wins_over_a_store_ref(files, tmp_path: Path, monkeyp
         ("./missing", "no such file"),
         ("team/Happy", "nor a store ref"),
         ("happy", "cannot read address 'happy'"),
+        ("happy.safetensors:lots", "cannot read ':lots'.*write :SCALE as a number"),
+        ("happy.safetensors@8-x", "cannot read '@8-x'"),
         ("team/happy", "no store was given"),
     ],
 )

@@ -36,6 +36,7 @@ VECTOR_SUFFIX = ".safetensors"
 _LAYERS = r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*"
 _SCALE = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _TAIL = re.compile(rf"^(?P<body>.+?)(?::(?P<scale>{_SCALE}))?(?:@(?P<layers>{_LAYERS}))?$")
+_BAD_TAIL = re.compile(r"\.(?:safetensors|json|toml)[:@]")  # a file name followed by a tail that did not parse
 _REF = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*(?:@[0-9][0-9a-z.-]*)?$")
 HELP = "FILE.safetensors[:SCALE][@LAYERS], KIT.json/.toml, or NAMESPACE/NAME[@VERSION][:SCALE][@LAYERS] from a store"
 
@@ -88,6 +89,12 @@ def parse_address(address: str) -> Address:
         return found
     if _REF.fullmatch(body):
         return Address("store", body, scale, layers)
+    bad_tail = _BAD_TAIL.search(body)
+    if bad_tail:
+        raise SteerlabError(
+            f"cannot read {body[bad_tail.end() - 1 :]!r} in address {address!r}: write :SCALE as a number (0.8, -0.3) "
+            "and @LAYERS as a range or list (8-18, 4,6,8)."
+        )
     if "/" in body or os.sep in body or body.startswith((".", "~")):
         ref_like = body.count("/") == 1 and not suffix
         hint = " (nor a store ref: store names are lower case a-z, 0-9, '-', '_', '.')" if ref_like else ""

@@ -72,7 +72,7 @@ def _from_store(parsed: Address, store: Any, model: Any, address: str) -> Found:
     if store is None:
         raise SteerlabError(
             f"{address!r} is a store ref (NAMESPACE/NAME), but no store was given: pass store= (a folder, a URL or "
-            "steerlab.hub.open_store()), or --from on the command line. A file path needs its suffix."
+            "steerlab.hub.open_store()), or --store on the command line. A file path needs its suffix."
         )
     opened = _open(store)
     try:
