@@ -80,35 +80,31 @@ def entry_source(name: str) -> str:
 def test_two_vectors_are_built_deterministically_signed_and_installed(  # type: ignore[no-untyped-def]
     default_model, datasets: Path, tmp_path: Path
 ) -> None:
-    chosen = [r for r in RECIPES if r.name in ("happy", "c-cpp-code")]
+    chosen = [r for r in RECIPES if r.name in ("happy", "true-facts")]
     pack, again = tmp_path / "pack", tmp_path / "again"
     lines: list[str] = []
-    assert build_pack(default_model, pack, chosen, n_pairs=16, root=datasets, log=lines.append) == [
-        "happy",
-        "c-cpp-code",
-    ]
-    assert build_pack(default_model, pack, chosen, n_pairs=16, root=datasets, log=lines.append) == []  # kept
-    build_pack(default_model, again, chosen, n_pairs=16, root=datasets, log=lines.append)
+
+    def build(out: Path) -> list[str]:
+        return build_pack(default_model, out, chosen, n_pairs=16, root=datasets, log=lines.append)
+
+    assert build(pack) == ["happy", "true-facts"] and build(pack) == []  # files already there are kept
+    build(again)
     for recipe in chosen:  # same data, same seed: the same bytes
         assert (pack / f"{recipe.name}.safetensors").read_bytes() == (again / f"{recipe.name}.safetensors").read_bytes()
     key = tmp_path / "keys" / "k.pem"
     manifest = sign_built_pack(pack, chosen, key)
     assert sign_built_pack(again, chosen, key).to_json() == manifest.to_json()  # ed25519 signatures are deterministic
     store = LocalStore(tmp_path / "store")
-    report = install_shipped_pack(store, pack)
-    assert report.installed == ["starter/happy@1.0.0", "starter/c-cpp-code@1.0.0"]
+    assert install_shipped_pack(store, pack).installed == ["starter/happy@1.0.0", "starter/true-facts@1.0.0"]
     for entry in read_manifest(pack).entries:
         info = store.show(entry.ref)
-        assert (
-            info.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and info.fingerprint == default_model.fingerprint
-        )
+        assert info.base_model == default_model.name and info.fingerprint == default_model.fingerprint
         assert info.signed and info.key_id == manifest.key_id and info.metrics["held_out_pairs"] == 3
         vector = store.get_vector(entry.ref, require_signed=True, trusted_keys=[manifest.key_id])
         vector.check_compatible(default_model)
         card = vector.card
-        assert (
-            card.n_pairs == 16 and card.license and card.metadata["source"] and card.metadata["effect"] == info.metrics
-        )
+        assert card.n_pairs == 16 and card.license and card.metadata["source"] == entry_source(entry.name)
+        assert card.metadata["effect"] == info.metrics
         assert (CHANCE_NOTE in card.description) == info.metrics["at_chance"] == ("warning" in card.metadata)
     assert [i.ref for i in store.search(tag="emotion")] == ["starter/happy@1.0.0"]
     assert install_shipped_pack(store, pack).present == [e.ref for e in manifest.entries] and store.verify().ok

@@ -35,6 +35,7 @@ def test_the_pack_has_one_file_per_recipe_and_ships_with_the_package() -> None:
     assert len(names) >= 50 and [e.name for e in manifest.entries] == names
     assert sorted(p.stem for p in PACK.glob("*.safetensors")) == sorted(names)
     assert {e.ref for e in manifest.entries} == {f"{NAMESPACE}/{n}@{VERSION}" for n in names}
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in PACK.iterdir())  # only the public half is shipped
     # pyproject's package-data globs must pick every pack file up, or a pip install would miss them.
     globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["steerlab"]
     package = REPO / "src" / "steerlab"
