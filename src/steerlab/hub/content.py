@@ -1,7 +1,7 @@
 """Store kits: a kit's entries name their vectors by sha256, and the vectors are found by it in the same store.
 
-`store` is a LocalStore or a RemoteStore: both answer `get_bytes(ref)` (content checked against its hash, card and
-signature) and `search(kind=..., all_versions=...)`.
+`store` is any steerlab.hub.protocol.Store (local or remote): `get_bytes` checks content against its hash, card and
+signature, and `search(kind=..., all_versions=...)` lists what the kit's hashes are looked up in.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steerlab.errors import SteerlabError
 from steerlab.hub.blobs import BlobStore
 from steerlab.hub.entry import EntryInfo
 from steerlab.kitschema import check_document
+
+if TYPE_CHECKING:
+    from steerlab.hub.protocol import Store
 
 
 @dataclass
@@ -34,7 +37,7 @@ class StoredKit:
 
 
 def fetch_kit(
-    store: Any,
+    store: Store,
     info: EntryInfo,
     data: bytes,
     require_signed: bool = False,
@@ -60,7 +63,7 @@ def fetch_kit(
     return stored
 
 
-def _vectors_by_hash(store: Any, namespace: str) -> dict[str, EntryInfo]:
+def _vectors_by_hash(store: Store, namespace: str) -> dict[str, EntryInfo]:
     """sha256 -> one visible vector entry with those bytes (the kit's own namespace first: the nicer origin)."""
     found: dict[str, EntryInfo] = {}
     listed = store.search(kind="vector", all_versions=True)
