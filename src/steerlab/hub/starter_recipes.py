@@ -13,6 +13,7 @@ from steerlab.hub import starter_sources as src
 
 DEFAULT_PAIRS = 32
 LONG_PROMPT_PAIRS = 24  # CAA and AI-risk questions are 5-10 times longer than the others: fewer keep the pack quick
+AXBENCH_PAIRS = 24  # AxBench completions are read in full (mean over the completion): fewer keep the pack quick
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _axbench(name: str, subset: str, concept_id: int, what: str, tags: tuple[str
     label = "ConceptFD" if subset == AXBENCH_FD else f"Concept10 {subset.split('_')[1].upper()}"
     return Recipe(name, f"Concept: {what} (AxBench {label} #{concept_id})", ("concept", "axbench", *tags),
                   AXBENCH_LICENSE, f"axbench/{subset}/train_data.jsonl#concept_id={concept_id}",
-                  src.axbench_concept(subset, concept_id))  # fmt: skip
+                  src.axbench_concept(subset, concept_id), AXBENCH_PAIRS)  # fmt: skip
 
 
 def _c500(name: str, subset: str, concept_id: int, what: str, tags: tuple[str, ...]) -> Recipe:
@@ -144,7 +145,7 @@ RECIPES: list[Recipe] = [
           ("self-awareness",)),
     _risk("self-aware-web-gpt", "self-awareness-web-gpt", "Knowing it can (or cannot) use the web",
           ("self-awareness",)),
-    # ----- AxBench Concept10 (2B and 9B sets) and ConceptFD: concept text vs concept-free text -----
+    # ----- AxBench Concept10 (2B and 9B sets) and three ConceptFD concepts: concept text vs concept-free text -----
     _axbench("rental-services", AXBENCH_2B, 0, "rental services and equipment", ("commerce",)),
     _axbench("research-findings", AXBENCH_2B, 1, "scientific research findings", ("science",)),
     _axbench("c-cpp-code", AXBENCH_2B, 2, "C/C++ syntax: types, functions, declarations", ("code",)),
@@ -167,15 +168,9 @@ RECIPES: list[Recipe] = [
     _axbench("biological-measurements", AXBENCH_9B, 8, "biological interactions and measurements",
              ("science", "medical")),
     _axbench("nighttime", AXBENCH_9B, 9, "nighttime and nocturnal themes", ("creative-writing",)),
-    _axbench("normalcy", AXBENCH_FD, 0, "business as usual, norms and standard practice", ("language",)),
-    _axbench("days-and-times", AXBENCH_FD, 1, "days of the week and times of day", ("time", "code")),
     _axbench("sustainability", AXBENCH_FD, 2, "environmental sustainability and green technology", ("environment",)),
-    _axbench("type-systems", AXBENCH_FD, 3, "functional programming and type systems", ("code",)),
     _axbench("card-payments", AXBENCH_FD, 4, "credit card payments", ("finance",)),
-    _axbench("social-gossip", AXBENCH_FD, 9, "social butterflies, gossip and likes/dislikes", ("social",)),
     _axbench("combat-sports", AXBENCH_FD, 10, "boxing and mixed martial arts", ("sports",)),
-    _axbench("statistical-physics", AXBENCH_FD, 13, "autocorrelation and diffusion in statistical mechanics",
-             ("science", "math")),
     # ----- AxBench Concept500 domains (concept lists only: read through a prompted instruction) -----
     _c500("medical-diagnosis", "prod_9b_l20_v1", 20, "medical treatments, outcomes and diagnostic criteria",
           ("medical",)),

@@ -17,7 +17,7 @@ from steerlab.errors import SteerlabError
 
 Records = list[dict[str, Any]]
 Builder = Callable[[Path, int, int], Records]
-AXBENCH_CHARS = 400  # AxBench responses run to ~600 characters: the first 400 carry the concept and keep reads short
+AXBENCH_CHARS = 240  # AxBench responses run to ~600 characters: the first 240 carry the concept and keep reads short
 AXBENCH_PROMPT = "Write a short passage."
 MAX_INSTRUCTION_CHARS = 200  # long maths word problems would only slow the prompted recipes down
 
