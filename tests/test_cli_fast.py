@@ -124,6 +124,14 @@ def test_list_search_show_without_torch(hub: Fixture) -> None:
     assert "versions: 1.0.0" in shown.out and "signature: key" in shown.out
 
 
+def test_the_default_store_installs_the_starter_pack_without_torch(tmp_path: Path) -> None:
+    # A fresh STEERLAB_HOME: the first `hub list` publishes the shipped pack (each vector checked), still torch-free.
+    for _ in range(2):  # the second call finds the pack installed
+        ran = cli("hub", "list", "--json", home=tmp_path / "home")
+        assert_light(ran)
+        assert isinstance(json.loads(ran.out), list)
+
+
 def test_pull_verifies_without_torch(hub: Fixture, tmp_path: Path) -> None:
     for ref, source in (("starter/happy", hub.vector_file), ("kits/cheer", hub.kit_file)):
         out = tmp_path / source.name
