@@ -132,10 +132,11 @@ def field(*names: str) -> Callable[[Any], Any]:
     return lambda row: tuple(str(row[n]).strip() for n in names) if len(names) > 1 else str(row[names[0]]).strip()
 
 
-# Recipes contrast a concept's rows with concept-free rows (concept_id -1) of the same genre: keep every genre.
+# Recipes contrast a concept's rows with concept-free rows (concept_id -1) of the same genre: keep every genre, and
+# 16 of each, so a concept vector builds from 16 pairs (3 held out) as the starter test's do.
 AXBENCH_TRAIN = first_per(
     field("concept_id", "concept_genre"),
-    6,
+    16,
     "(`concept_id`, `concept_genre`)",
     {("-1", genre): 16 for genre in ("text", "code", "math")},
     "; of the concept-free rows (`concept_id` -1): the first 16 of each genre",
@@ -145,13 +146,13 @@ AXBENCH_TRAIN = first_per(
 # test items), the starter recipes (6 sampled records each; 32-pair builds), and the first-N reads of the tests.
 RULES: Sequence[tuple[str, Rule]] = (
     ("*.parquet", Rule(None, "not copied: a row-for-row copy of the .jsonl beside it, which is what steerlab reads")),
-    ("anthropic-evals/advanced-ai-risk/*.jsonl", first_per(field(LABEL), 40, f"`{LABEL}`")),
-    ("anthropic-evals/persona/*.jsonl", first_per(field(LABEL), 40, f"`{LABEL}`")),
+    ("anthropic-evals/advanced-ai-risk/*.jsonl", first_per(field(LABEL), 32, f"`{LABEL}`")),
+    ("anthropic-evals/persona/*.jsonl", first_per(field(LABEL), 32, f"`{LABEL}`")),
     ("anthropic-evals/winogenerated/winogenerated_examples.jsonl", first(120)),
     ("axbench/concept500/*/metadata.jsonl", whole()),  # the concept lists: a recipe may pick any of the 500
     ("axbench/*/train_data.jsonl", AXBENCH_TRAIN),
-    ("axbench/*/latent_eval_data.jsonl", first_per(field("concept_id", "category"), 3, "(`concept_id`, `category`)")),
-    ("bbq/data/*.jsonl", first_per(field("context_condition", "question_polarity"), 15, "(context, polarity)")),
+    ("axbench/*/latent_eval_data.jsonl", first_per(field("concept_id", "category"), 2, "(`concept_id`, `category`)")),
+    ("bbq/data/*.jsonl", first_per(field("context_condition", "question_polarity"), 12, "(context, polarity)")),
     ("caa/generate/*/generate_dataset.json", first_per(field(LABEL), 60, f"`{LABEL}` letter")),
     ("caa/test/mmlu/mmlu.json", first_per(field("correct"), 50, "`correct` letter")),
     ("caa/test/truthfulqa/truthful_qa.json", first_per(field("correct"), 50, "`correct` letter")),
