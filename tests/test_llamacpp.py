@@ -10,18 +10,17 @@ compares logit SHIFTS (steered minus unsteered), not raw logits.
 from __future__ import annotations
 
 import ctypes
-import json
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 import torch
+from test_llamacpp_cli import happy_pairs
 
 from steerlab.extraction import extract
 from steerlab.formats import export_gguf
 from steerlab.models import alias_gguf
-from steerlab.pairs import PairSet
 from steerlab.steering import steer
 
 try:
@@ -80,15 +79,6 @@ class LlamaCpp:
 
     def close(self) -> None:
         llama_cpp.llama_model_free(self.model)
-
-
-def happy_pairs(datasets: Path, n: int = 12) -> PairSet:
-    happy = json.loads((datasets / "repe/emotions/happiness.json").read_text())[:n]
-    sad = json.loads((datasets / "repe/emotions/sadness.json").read_text())[:n]
-    prompt = "Tell me about something that happened to you."
-    return PairSet.from_records(
-        [{"prompt": prompt, "positive": h, "negative": s} for h, s in zip(happy, sad, strict=True)]
-    )
 
 
 def hf_last_logits(model, tokens: list[int]) -> np.ndarray:
