@@ -61,8 +61,8 @@ def test_summary_shows_value_with_spread_and_the_verdict() -> None:
 
 
 def test_render_rejudges_committed_results_without_running(tmp_path: Path) -> None:
-    for name in ("core.json", "serve.json"):
-        shutil.copy(RESULTS / name, tmp_path / name)
+    for path in RESULTS.glob("*.json"):  # every committed result, as `--render` reads them
+        shutil.copy(path, tmp_path / path.name)
     stale = json.loads((tmp_path / "core.json").read_text())
     for row in stale["headline"]:
         row["met"] = True if row.get("target_max") is not None else row.get("met")  # the old, value-only marks
