@@ -215,3 +215,23 @@ def test_trained_vector_beats_mean_diff_at_the_same_dose(default_model, datasets
     )
     assert gain_trained > gain_mean_diff
     assert gain_trained > 0
+
+
+def test_cli_extract_method_preference(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from steerlab.cli.app import app
+
+    model = tiny_model("llama")
+    model.hf_model.save_pretrained(tmp_path / "m")
+    model.tokenizer.save_pretrained(tmp_path / "m")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "\n".join(json.dumps(r) for r in [{"prompt": f"Q{i}", "positive": "yes", "negative": "no"} for i in range(10)])
+    )
+    out = tmp_path / "v.safetensors"
+    args = ["extract", str(pairs), "--model", str(tmp_path / "m"), "--out", str(out), "--layers", "1-2"]
+    res = CliRunner().invoke(app, [*args, "--method", "preference", "--seed", "7"])
+    assert res.exit_code == 0, res.output
+    card = Vector.load(out).card
+    assert card.method == "preference" and card.metadata["training"]["seed"] == 7 and card.recommended_layers == [1, 2]
