@@ -33,12 +33,14 @@ def extract_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the vector (.safetensors)")],
     model: ModelOpt = DEFAULT_MODEL,
     layers: Annotated[str | None, typer.Option(help="blocks to extract, e.g. 8-20 (default: all)")] = None,
-    method: Annotated[str, typer.Option(help="mean_diff, pca_diff or probe")] = "mean_diff",
+    method: Annotated[
+        str, typer.Option(help="mean_diff, pca_diff, probe, or preference (BiPO-trained, minutes on CPU)")
+    ] = "mean_diff",
     position: Annotated[str | None, typer.Option(help="last, mean or answer (default: by pair format)")] = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 16,
     name: Annotated[str, typer.Option(help="a name for the vector's card")] = "",
     max_pairs: Annotated[int | None, typer.Option(help="extract from a seeded sample of at most N pairs")] = None,
-    seed: Annotated[int, typer.Option(help="the seed of the --max-pairs sample")] = 0,
+    seed: Annotated[int, typer.Option(help="the seed of the --max-pairs sample and of --method preference")] = 0,
 ) -> None:
     """Extract a steering vector from contrastive pairs."""
     from steerlab.extraction import extract
@@ -58,6 +60,7 @@ def extract_cmd(
         position=position,  # type: ignore[arg-type]
         batch_size=batch_size,
         name=name or pairs.stem,
+        seed=seed,
     )
     if len(pair_set) < total:
         vector.card.metadata["sample"] = {"pairs": len(pair_set), "of": total, "seed": seed}
