@@ -29,8 +29,18 @@ LLAMA_CPP_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 llama-cpp-tools: $(LLAMA_COMPLETION)
 
+# Like pip's wheel cache, the built binary is kept in the user's cache, keyed by version and flags, so a fresh clone
+# on the same machine copies it instead of compiling ggml again.
+LLAMA_CPP_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/steerlab/llama.cpp-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CPP_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+
 $(LLAMA_COMPLETION): | $(STAMP)
 	rm -rf $(LLAMA_CPP_TOOLS) && mkdir -p $(LLAMA_CPP_TOOLS)/bin
+	if [ -x $(LLAMA_CPP_CACHE)/llama-completion ]; then cp $(LLAMA_CPP_CACHE)/llama-completion $@; \
+	else $(MAKE) --no-print-directory llama-cpp-build && mkdir -p $(LLAMA_CPP_CACHE) && \
+	     cp $@ $(LLAMA_CPP_CACHE)/llama-completion.tmp && mv $(LLAMA_CPP_CACHE)/llama-completion.tmp $(LLAMA_CPP_CACHE)/llama-completion; fi
+
+.PHONY: llama-cpp-build
+llama-cpp-build:
 	@# cmake from PyPI when the machine has none (scikit-build-core does the same for the pip build).
 	command -v cmake >/dev/null || $(PIP) install --quiet cmake
 	$(PIP) download --quiet --no-binary :all: --no-deps --dest $(LLAMA_CPP_TOOLS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
@@ -41,7 +51,7 @@ $(LLAMA_COMPLETION): | $(STAMP)
 		|| { tail -40 $(LLAMA_CPP_TOOLS)/cmake.log; exit 1; }
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(LLAMA_CPP_TOOLS)/build --target llama-completion -j$(LLAMA_CPP_JOBS) \
 		>$(LLAMA_CPP_TOOLS)/build.log 2>&1 || { tail -40 $(LLAMA_CPP_TOOLS)/build.log; exit 1; }
-	cp $(LLAMA_CPP_TOOLS)/build/bin/llama-completion $@.tmp && mv $@.tmp $@
+	cp $(LLAMA_CPP_TOOLS)/build/bin/llama-completion $(LLAMA_COMPLETION).tmp && mv $(LLAMA_COMPLETION).tmp $(LLAMA_COMPLETION)
 	rm -rf $(LLAMA_CPP_TOOLS)/build $(LLAMA_CPP_TOOLS)/llama_cpp_python-$(LLAMA_CPP_VERSION) $(LLAMA_CPP_TOOLS)/*.tar.gz
 
 TEST_PREREQS += llama-cpp llama-cpp-tools
