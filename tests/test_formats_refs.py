@@ -40,7 +40,7 @@ def _agrees(ours: torch.Tensor, name: str) -> None:
     shift = (theirs - plain).abs().max()
     assert shift > 1.0, f"{name}'s steering barely moved the logits ({shift:.3f}): the check would be vacuous"
     # Measured: 6e-6 apart; the same vector one block off is 0.65 apart (correlation of shifts 0.93).
-    assert (ours - theirs).abs().max() < 1e-3
+    assert (ours - theirs).abs().max() < 1e-4
     corr = torch.corrcoef(torch.stack([ours - plain, theirs - plain]))[0, 1]
     assert corr > 0.9999
 
