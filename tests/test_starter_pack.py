@@ -122,3 +122,15 @@ def test_demo_store_step_works_from_an_empty_home(tmp_path: Path, monkeypatch: p
     assert store.get_vector("starter/happy", require_signed=True).card.metadata["pack"] == f"{NAMESPACE}@{VERSION}"
     assert ensure_shipped_pack(store) is None  # the marker: a second open does no work
     assert install_starter_store()[1] == count
+
+
+def test_a_store_address_finds_the_pack_on_a_fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`steerlab generate --vector starter/happy` (and the server's --store) reach the pack without a hub command first:
+    the default store installs it when resolve opens it."""
+    from steerlab import resolve
+
+    monkeypatch.setenv("STEERLAB_HOME", str(tmp_path / "home"))
+    kit = resolve("starter/happy:0.5")
+    (entry,) = kit.entries
+    assert entry.scale == 0.5 and entry.vector.card.metadata["pack"] == f"{NAMESPACE}@{VERSION}"
+    assert entry.layers == entry.vector.card.recommended_layers

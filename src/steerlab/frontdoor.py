@@ -31,7 +31,8 @@ class Found:
 
 def resolve(address: str, store: Any = None, model: Any = None) -> Kit:
     """The Kit an address names (grammar: steerlab.address). `store`: a LocalStore, a RemoteStore, or a folder / URL
-    to open, used for NAMESPACE/NAME refs. `model`: when given, every vector is checked against it (hidden size,
+    to open, used for NAMESPACE/NAME refs (default: the local store under $STEERLAB_HOME, which holds the shipped
+    starter pack). `model`: when given, every vector is checked against it (hidden size,
     depth, architecture fingerprint) and a mismatch is a clear error."""
     return find(address, store, model).kit
 
@@ -69,11 +70,7 @@ def _check(vector: Vector, model: Any, where: str) -> None:
 
 
 def _from_store(parsed: Address, store: Any, model: Any, address: str) -> Found:
-    if store is None:
-        raise SteerlabError(
-            f"{address!r} is a store ref (NAMESPACE/NAME), but no store was given: pass store= (a folder, a URL or "
-            "steerlab.hub.open_store()), or --store on the command line. A file path needs its suffix."
-        )
+    # No store named: the default local store, as on the command line (it holds the shipped starter pack).
     opened = _open(store)
     try:
         info, data = opened.get_bytes(parsed.target)  # checked against its hash, card and signature
@@ -105,7 +102,7 @@ def _store_kit(store: Any, info: Any, data: bytes, model: Any) -> Found:
 
 
 def _open(store: Any) -> Any:
-    if isinstance(store, str | Path):
+    if store is None or isinstance(store, str | Path):
         from steerlab.hub import open_store
 
         return open_store(store)

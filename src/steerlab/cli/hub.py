@@ -32,13 +32,9 @@ SignOpt = Annotated[bool, typer.Option("--sign/--no-sign", help="sign hash + car
 
 def _open(location: str | Path | None, token: str | None = None, catalog_url: str | None = None) -> Store:
     from steerlab.hub import is_url, open_store
-    from steerlab.hub.starter_pack import ensure_shipped_pack, is_default_store
 
     options = {"catalog_url": catalog_url} if catalog_url and not is_url(location) else {}
-    store = open_store(location, token=token, **options)
-    if is_default_store(store):  # the default local store holds the shipped starter pack from its first use
-        ensure_shipped_pack(store)
-    return store
+    return open_store(location, token=token, **options)
 
 
 def _open_local(root: Path | None, catalog_url: str | None) -> LocalStore:

@@ -32,6 +32,10 @@ def open_store(
         from steerlab.hub.client import RemoteStore
 
         return RemoteStore(str(path_or_url), token=token, **options)
+    from steerlab.hub.starter_pack import ensure_shipped_pack, is_default_store
     from steerlab.hub.store import LocalStore
 
-    return LocalStore(Path(path_or_url) if path_or_url else default_root(), token=token, **options)
+    store = LocalStore(Path(path_or_url) if path_or_url else default_root(), token=token, **options)
+    if is_default_store(store):  # the default local store holds the shipped starter pack from its first use
+        ensure_shipped_pack(store)
+    return store
