@@ -9,7 +9,15 @@ import torch
 from tiny import tiny_model
 
 from steerlab.errors import SteerlabError
-from steerlab.evaluate.calibrate import Calibration, _fits, calibrate, layer_windows, write_to_card
+from steerlab.evaluate.calibrate import (
+    Calibration,
+    GridPoint,
+    _choose,
+    _fits,
+    calibrate,
+    layer_windows,
+    write_to_card,
+)
 from steerlab.evaluate.data import ABItem
 from steerlab.evaluate.lora import LoraConfig, train_lora
 from steerlab.evaluate.scoring import PLAIN, Setting
@@ -130,3 +138,33 @@ def test_calibrate_cli_writes_the_choice_into_the_card(model, vector, tmp_path):
     card = Vector.load(tmp_path / "c.st").card
     assert card.recommended_layers in ([1, 2], [3]) and abs(card.recommended_scale) in (0.5, 1.0)
     assert card.metadata["calibration"]["n_val"] == len(ITEMS)
+
+
+def _known(within: bool = False) -> Calibration:
+    return Calibration([], 0.0, "p_match", 1, 0.1, 0.5, -1.0, -1.1, within, repetition_budget=0.1, base_repetition=0.05)
+
+
+def test_nan_measurements_fail_the_budget():
+    cal = _known()
+    assert not _fits(cal, fluency=-1.0, repetition=math.nan)  # an unmeasured repetition rate must not pass
+    assert not _fits(cal, fluency=math.nan, repetition=math.nan)
+    broken_base = _known()
+    broken_base.fluency_floor = math.nan  # the unsteered log-prob itself was NaN
+    assert not _fits(broken_base, fluency=-1.0, repetition=0.0)
+    broken_base.fluency_floor, broken_base.base_repetition = -1.1, math.nan
+    assert not _fits(broken_base, fluency=-1.0, repetition=0.0)
+
+
+def test_nan_effect_never_wins_the_selection():
+    cal = _known()
+    cal.grid = [
+        GridPoint([1], 0.5, math.nan, math.nan, -1.0, True, 0.0),
+        GridPoint([1], 1.0, 0.6, 0.1, -1.05, True, 0.0),
+        GridPoint([2], 0.25, 0.9, 0.4, -1.0, False, 0.0),  # the largest effect, but outside the budget
+    ]
+    _choose(cal)
+    assert cal.within_budget and (cal.layers, cal.scale) == ([1], 1.0)
+    only_nan = _known()
+    only_nan.grid = [GridPoint([1], 0.5, math.nan, math.nan, -1.0, True, 0.0)]
+    _choose(only_nan)
+    assert not only_nan.within_budget  # nothing with a real effect fits: flagged, not passed off as in budget

@@ -151,10 +151,12 @@ def _check_arguments(goal: int, val_items: Sequence[Any], scales: Sequence[float
 
 
 def _fits(cal: Calibration, fluency: float, repetition: float) -> bool:
-    """Within both budgets: log-prob no lower than the floor, repetition no more than budget above unsteered."""
-    if math.isnan(fluency) or fluency < cal.fluency_floor:
-        return False
-    return math.isnan(repetition) or repetition <= cal.base_repetition + cal.repetition_budget
+    """Within both budgets: log-prob no lower than the floor, repetition no more than budget above unsteered.
+
+    Written as "passes only when every comparison holds", so any NaN (unmeasured or broken) fails the budget.
+    """
+    fluent = fluency >= cal.fluency_floor
+    return bool(fluent and repetition <= cal.base_repetition + cal.repetition_budget)
 
 
 def _choose(cal: Calibration) -> None:
@@ -164,7 +166,8 @@ def _choose(cal: Calibration) -> None:
         best = max(fitting, key=lambda p: (p.effect, -abs(p.scale)))
         cal.within_budget = True
     else:
-        best = max(cal.grid, key=lambda p: (-abs(p.scale), p.fluency))
+        # NaN fluency sorts last: a comparison with NaN would make max() depend on the grid order.
+        best = max(cal.grid, key=lambda p: (-abs(p.scale), -math.inf if math.isnan(p.fluency) else p.fluency))
     cal.layers, cal.scale = list(best.layers), best.scale
 
 
