@@ -143,8 +143,15 @@ def calibrate_cmd(
     scorer: Annotated[str, typer.Option(help="classify: sentiment or formality")] = "sentiment",
     max_items: Annotated[int, typer.Option(help="use at most N validation items")] = 32,
     store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="when nothing fits the budget, still write the gentlest candidate (marked out of budget)"),
+    ] = False,
 ) -> None:
-    """Pick layers and scale on a validation split; write them into the vector's card."""
+    """Pick layers and scale on a validation split; write them into the vector's card.
+
+    When no candidate fits the fluency budget nothing is written and the exit status is 1 (unless --force).
+    """
     from steerlab.evaluate.adhoc import load_items
     from steerlab.evaluate.calibrate import calibrate, write_to_card
     from steerlab.evaluate.tasks import make_task
@@ -166,13 +173,24 @@ def calibrate_cmd(
         budget,
         repetition_budget=repetition_budget,
     )
+    summary = _calibration_line(cal)
+    if not cal.within_budget and not force:
+        console.print(
+            f"[red]no candidate fits the fluency budget[/red] (gentlest: {summary}); nothing was written to the card. "
+            "Try smaller scales, other --window values or a looser --budget; --force writes the gentlest anyway."
+        )
+        raise typer.Exit(1)
     write_to_card(vec, cal, eval_path.stem)
     target = vec.save(target)
+    console.print(f"{summary}; wrote {target}" + ("" if cal.within_budget else " (marked out of budget: --force)"))
+
+
+def _calibration_line(cal: Any) -> str:
+    chosen = next(p for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
     state = "within" if cal.within_budget else "OUTSIDE"
-    console.print(
+    return (
         f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g}: {cal.metric} {cal.base_metric:.3f} -> "
-        f"{next(p.metric for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale):.3f}, fluency "
-        f"{state} budget; wrote {target}"
+        f"{chosen.metric:.3f}, fluency {chosen.fluency:.3f} vs floor {cal.fluency_floor:.3f}, {state} budget"
     )
 
 

@@ -172,8 +172,12 @@ def _choose(cal: Calibration) -> None:
 
 
 def write_to_card(vector: Vector, cal: Calibration, task_name: str) -> Vector:
-    """Record the chosen layers and scale in the card (details in card.metadata['calibration'])."""
+    """Record the chosen layers and scale in the card (details in card.metadata['calibration']).
+
+    An out-of-budget choice is written only on request (`steerlab calibrate --force`); the card then says so in
+    `calibration.within_budget` (False) and `calibration.out_of_budget` (True), so nobody mistakes it for a safe dose.
+    """
     vector.card.recommended_layers = list(cal.layers)
     vector.card.recommended_scale = float(cal.scale)
-    vector.card.metadata["calibration"] = {"task": task_name, **cal.as_dict()}
+    vector.card.metadata["calibration"] = {"task": task_name, **cal.as_dict(), "out_of_budget": not cal.within_budget}
     return vector
