@@ -119,7 +119,7 @@ def _cli_setup(model, vector, tmp_path) -> list[str]:
     ]
     (tmp_path / "val.json").write_text(json.dumps(records))
     args = ["calibrate", str(tmp_path / "v.safetensors"), "--task", "ab", "--eval", str(tmp_path / "val.json")]
-    return args + ["--model", str(folder), "--out", str(tmp_path / "c.st")]
+    return [*args, "--model", str(folder), "--out", str(tmp_path / "c.st")]
 
 
 def _invoke(args: list[str]) -> Any:
@@ -131,7 +131,7 @@ def _invoke(args: list[str]) -> Any:
 
 
 def test_calibrate_cli_writes_the_choice_into_the_card(model, vector, tmp_path):
-    args = _cli_setup(model, vector, tmp_path) + ["--window", "1-2", "--window", "3", "--scales", "0.001,0.01"]
+    args = [*_cli_setup(model, vector, tmp_path), "--window", "1-2", "--window", "3", "--scales", "0.001,0.01"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
     card = Vector.load(tmp_path / "c.st").card
@@ -142,13 +142,43 @@ def test_calibrate_cli_writes_the_choice_into_the_card(model, vector, tmp_path):
 
 def test_calibrate_cli_refuses_when_nothing_fits_unless_forced(model, vector, tmp_path):
     # A negative budget puts the floor above the unsteered fluency: no candidate can fit.
-    args = _cli_setup(model, vector, tmp_path) + ["--window", "1", "--scales", "0.5,8", "--budget", "-0.5"]
+    args = [*_cli_setup(model, vector, tmp_path), "--window", "1", "--scales", "0.5,8", "--budget", "-0.5"]
     result = _invoke(args)
     assert result.exit_code == 1 and "no candidate fits the fluency budget" in result.output
     assert not (tmp_path / "c.st").exists()
-    forced = _invoke(args + ["--force"])
+    forced = _invoke([*args, "--force"])
     assert forced.exit_code == 0, forced.output
     card = Vector.load(tmp_path / "c.st").card
     assert card.recommended_scale == 0.5  # the gentlest candidate
     assert card.metadata["calibration"]["out_of_budget"] is True
     assert card.metadata["calibration"]["within_budget"] is False
+
+
+def _known(within: bool = False) -> Calibration:
+    return Calibration([], 0.0, "p_match", 1, 0.1, 0.5, -1.0, -1.1, within, repetition_budget=0.1, base_repetition=0.05)
+
+
+def test_nan_measurements_fail_the_budget():
+    cal = _known()
+    assert not _fits(cal, fluency=-1.0, repetition=math.nan)  # an unmeasured repetition rate must not pass
+    assert not _fits(cal, fluency=math.nan, repetition=math.nan)
+    broken_base = _known()
+    broken_base.fluency_floor = math.nan  # the unsteered log-prob itself was NaN
+    assert not _fits(broken_base, fluency=-1.0, repetition=0.0)
+    broken_base.fluency_floor, broken_base.base_repetition = -1.1, math.nan
+    assert not _fits(broken_base, fluency=-1.0, repetition=0.0)
+
+
+def test_nan_effect_never_wins_the_selection():
+    cal = _known()
+    cal.grid = [
+        GridPoint([1], 0.5, math.nan, math.nan, -1.0, True, 0.0),
+        GridPoint([1], 1.0, 0.6, 0.1, -1.05, True, 0.0),
+        GridPoint([2], 0.25, 0.9, 0.4, -1.0, False, 0.0),  # the largest effect, but outside the budget
+    ]
+    _choose(cal)
+    assert cal.within_budget and (cal.layers, cal.scale) == ([1], 1.0)
+    only_nan = _known()
+    only_nan.grid = [GridPoint([1], 0.5, math.nan, math.nan, -1.0, True, 0.0)]
+    _choose(only_nan)
+    assert not only_nan.within_budget  # nothing with a real effect fits: flagged, not passed off as in budget
