@@ -14,6 +14,20 @@ from steerlab.evaluate.conditions import CONDITIONS
 from steerlab.evaluate.runner import TaskResult
 
 METHODS = ("steering", "prompting", "fewshot", "steering+prompting")
+OUT_MARK = "†"  # numbers that use a scale from a calibration where no candidate fitted the fluency budget
+OUT_LEGEND = (
+    f"'{OUT_MARK}': uses a steering scale from an OUTSIDE-budget calibration (no candidate kept fluency within budget; "
+    "the gentlest was used), so the number is not a within-budget result."
+)
+
+
+def in_budget(task: dict[str, Any]) -> bool:
+    return bool(task.get("calibration", {}).get("within_budget", True))
+
+
+def _uses_calibration(condition: str) -> bool:
+    """Conditions run at the calibrated scale (sweep rows use their own fixed scales)."""
+    return condition in ("steering", "steering+prompting")
 
 
 def _primary(task: dict[str, Any], condition: str, metric: str | None = None) -> dict[str, Any] | None:
@@ -55,6 +69,7 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
     costs = task["costs"]
     return {
         "name": task["name"],
+        "within_budget": in_budget(task),
         "metric": task["info"]["metric"],
         "goal": goal,
         "n_test": task["info"]["n_test"],
@@ -97,25 +112,35 @@ def markdown(doc: dict[str, Any]) -> str:
     if not meta.get("complete", True):
         lines.append("")
         lines.append("**Partial results: the run was still going (or was stopped) when this was written.**")
+    if any(not in_budget(t) for t in doc["tasks"]):
+        lines += ["", OUT_LEGEND]
     lines += ["", "## Summary (test splits)", ""]
     head = "| axis | metric (goal) | unsteered | steering | prompting | few-shot | steering+prompting | LoRA |"
     head += " steering % of LoRA | prompting % | few-shot % | fluency steered / unsteered | latency overhead |"
     head += " LoRA training s | steering extract+calibrate s |"
     lines += [head, "|" + "---|" * 15]
+    # Read from the tasks, not the summary: summaries written before the mark existed do not carry the flag.
+    budget_ok = {t["name"]: in_budget(t) for t in doc["tasks"]}
     for s in doc["summary"]:
         v, p = s["values"], s["pct_of_lora"]
+        out = "" if budget_ok.get(s["name"], s.get("within_budget", True)) else OUT_MARK
+
+        def mark(condition: str, out: str = out) -> str:
+            return out if _uses_calibration(condition) else ""
+
         lines.append(
-            f"| {s['name']} | {s['metric']} ({s['goal']:+d}) | "
+            f"| {s['name']}{out} | {s['metric']} ({s['goal']:+d}) | "
             + " | ".join(
-                _f(v.get(c)) + ("*" if s.get("significant", {}).get(c) else "")
+                _f(v.get(c)) + ("*" if s.get("significant", {}).get(c) else "") + mark(c)
                 for c in ("unsteered", "steering", "prompting", "fewshot", "steering+prompting", "lora")
             )
             + " | "
             + " | ".join(
-                _f(p[m], 0) if s["lora_effect_significant"] else "n/s" for m in ("steering", "prompting", "fewshot")
+                (_f(p[m], 0) if s["lora_effect_significant"] else "n/s") + mark(m)
+                for m in ("steering", "prompting", "fewshot")
             )
             + " | "
-            f"{_f(s['fluency'].get('steering'), 2)} / {_f(s['fluency'].get('unsteered'), 2)} | "
+            f"{_f(s['fluency'].get('steering'), 2)}{out} / {_f(s['fluency'].get('unsteered'), 2)} | "
             f"{_f(s['latency_overhead_pct'], 1)}% | {_f(s['lora_train_s'], 1)} | {_f(s['steering_cost_s'], 1)} |"
         )
     for task in doc["tasks"]:
@@ -131,9 +156,11 @@ def markdown(doc: dict[str, Any]) -> str:
         for note in task["info"]["notes"]:
             lines.append(f"- {note}")
         lines += ["", "| condition | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
+        out = "" if in_budget(task) else OUT_MARK
         for r in task["rows"]:
             ci = f"[{_f(r['ci'][0])}, {_f(r['ci'][1])}]"
-            lines.append(f"| {r['condition']} | {r['metric']} | {_f(r['value'])} | {ci} | {r['n']} |")
+            flag = out if _uses_calibration(r["condition"]) else ""
+            lines.append(f"| {r['condition']}{flag} | {r['metric']} | {_f(r['value'])}{flag} | {ci} | {r['n']} |")
         for png in task.get("plots", []):
             lines.append(f"\n![{Path(png).stem}]({png})")
     if doc.get("plots"):

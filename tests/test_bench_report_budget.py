@@ -1,0 +1,50 @@
+"""Out-of-budget calibrations are marked in every bench table, re-rendering the committed quick run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from steerlab.evaluate.report import OUT_LEGEND, OUT_MARK, html_page, markdown
+
+QUICK = Path(__file__).resolve().parents[1] / "bench" / "results" / "seed-quick"
+
+
+def _doc() -> dict:
+    doc = json.loads((QUICK / "results.json").read_text())
+    # The committed quick run calibrated refusal within budget and sentiment outside it.
+    assert {t["name"]: t["calibration"]["within_budget"] for t in doc["tasks"]} == {"refusal": True, "sentiment": False}
+    return doc
+
+
+def _table_rows(text: str, heading: str) -> list[str]:
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| ")]
+
+
+def test_out_of_budget_axis_is_marked_in_the_summary_and_its_table():
+    text = markdown(_doc())
+    assert OUT_LEGEND in text
+    summary = {row.split("|")[1].strip(): row for row in _table_rows(text, "## Summary")}
+    assert f"sentiment{OUT_MARK}" in summary and "refusal" in summary
+    assert OUT_MARK not in summary["refusal"]
+    sentiment = _table_rows(text, "## sentiment")
+    steered = [r for r in sentiment if r.startswith("| steering |") or r.startswith(f"| steering{OUT_MARK} |")]
+    assert steered and all(OUT_MARK in r for r in steered)
+    assert all(OUT_MARK not in r for r in sentiment if r.startswith("| unsteered |"))
+    assert all(OUT_MARK not in r for r in _table_rows(text, "## refusal"))
+    assert "OUTSIDE the fluency budget" in text.split("## sentiment", 1)[1]
+
+
+def test_no_mark_or_legend_when_every_axis_is_within_budget():
+    doc = _doc()
+    for task in doc["tasks"]:
+        task["calibration"]["within_budget"] = True
+    text = markdown(doc)
+    assert OUT_LEGEND not in text and OUT_MARK not in text.split("## Across axes", 1)[0]
+
+
+def test_html_page_carries_the_mark():
+    doc = _doc()
+    page = html_page(doc, markdown(doc), QUICK)
+    assert f"<td>sentiment{OUT_MARK}</td>" in page and "from an OUTSIDE-budget calibration" in page
