@@ -16,7 +16,9 @@ from steerlab.evaluate.calibrate import (
     _choose,
     _fits,
     calibrate,
+    dose_per_scale,
     layer_windows,
+    scale_for_dose,
     write_to_card,
 )
 from steerlab.evaluate.data import ABItem
@@ -131,12 +133,17 @@ def _invoke(args: list[str]) -> Any:
 
 
 def test_calibrate_cli_writes_the_choice_into_the_card(model, vector, tmp_path):
-    args = [*_cli_setup(model, vector, tmp_path), "--window", "1-2", "--window", "3", "--scales", "0.001,0.01"]
+    args = [*_cli_setup(model, vector, tmp_path), "--window", "1-2", "--window", "3", "--doses", "0.001,0.01"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
     card = Vector.load(tmp_path / "c.st").card
-    assert card.recommended_layers in ([1, 2], [3]) and abs(card.recommended_scale) in (0.001, 0.01)
-    assert card.metadata["calibration"]["out_of_budget"] is False
+    calibration = card.metadata["calibration"]
+    assert card.recommended_layers in ([1, 2], [3]) and calibration["grid_unit"] == "dose"
+    assert any(math.isclose(calibration["dose"], d) for d in (0.001, 0.01))
+    norms = {int(k): h for k, h in calibration["residual_norms"].items()}
+    per_scale = sum(float(vector.directions[la].norm()) / norms[la] for la in card.recommended_layers)
+    assert math.isclose(abs(card.recommended_scale) * per_scale, calibration["dose"], rel_tol=1e-6)
+    assert calibration["out_of_budget"] is False
     assert card.metadata["calibration"]["n_val"] == len(ITEMS)
 
 
@@ -182,3 +189,53 @@ def test_nan_effect_never_wins_the_selection():
     only_nan.grid = [GridPoint([1], 0.5, math.nan, math.nan, -1.0, True, 0.0)]
     _choose(only_nan)
     assert not only_nan.within_budget  # nothing with a real effect fits: flagged, not passed off as in budget
+
+
+def test_dose_per_scale_on_known_norms():
+    vector = Vector({0: torch.tensor([3.0, 4.0]), 1: torch.tensor([0.0, 2.0])})  # norms 5 and 2
+    norms = {0: 10.0, 1: 4.0}
+    assert dose_per_scale(vector, norms, [0, 1]) == pytest.approx(0.5 + 0.5)
+    assert scale_for_dose(vector, {"0": 10.0, "1": 4.0}, [0, 1], 0.7) == pytest.approx(0.7)
+    assert scale_for_dose(vector, norms, [0], 0.7) == pytest.approx(1.4)
+    with pytest.raises(SteerlabError, match="dose at block 1"):
+        dose_per_scale(vector, {0: 10.0, 1: 0.0}, [0, 1])
+    with pytest.raises(SteerlabError, match="dose at block 1"):
+        dose_per_scale(Vector({1: torch.zeros(2)}), norms, [1])
+
+
+def test_dose_grid_is_converted_per_window_and_recorded(model, vector):
+    doses = (0.002, 0.02)
+    cal = calibrate(model, ABTask(), vector, ITEMS, 1, [[1], [2, 3]], doses=doses, n_fluency=2, gen_tokens=4)
+    assert cal.grid_unit == "dose" and set(cal.residual_norms) == {"1", "2", "3"}
+    assert all(h > 0 for h in cal.residual_norms.values())
+    for point in cal.grid:
+        assert any(math.isclose(point.dose, d) for d in doses)
+        assert math.isclose(point.scale, scale_for_dose(vector, cal.residual_norms, point.layers, point.dose))
+    first = {p.layers[0]: p.scale for p in cal.grid if math.isclose(p.dose, doses[0])}
+    assert first[1] != first[2]  # the same dose is a different scale on each window
+    chosen = next(p for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
+    assert cal.dose == chosen.dose
+    assert write_to_card(vector, cal, "unit").card.metadata["calibration"]["dose"] == cal.dose
+
+
+def test_scale_grids_still_record_their_dose(model, vector):
+    cal = calibrate(model, ABTask(), vector, ITEMS, 1, [[1]], scales=(0.001,), n_fluency=2, gen_tokens=4)
+    assert cal.grid_unit == "scale" and cal.scale == 0.001
+    assert math.isclose(cal.dose, 0.001 * dose_per_scale(vector, {1: cal.residual_norms["1"]}, [1]))
+
+
+def test_suite_grids_are_doses_around_the_safe_dose():
+    from steerlab.evaluate.suite import options
+
+    for quick in (True, False):
+        opts = options(quick)
+        assert opts.doses is not None and 0.7 in opts.doses and max(opts.doses) < 1.9
+        assert opts.sweep_doses
+
+
+def test_scales_and_doses_together_are_refused():
+    from steerlab.cli.bench import _grid
+
+    with pytest.raises(SteerlabError, match="not both"):
+        _grid("0.5", "0.5")
+    assert _grid(None, "0.1,0.7") == (None, (0.1, 0.7)) and _grid("1", None) == ((1.0,), None)

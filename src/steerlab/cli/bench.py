@@ -17,16 +17,26 @@ console = Console()
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")]
 
 
-def _scales(text: str | None) -> tuple[float, ...] | None:
+DOSES_HELP = "calibration grid as relative doses |s|*sum(|v_l|/h_l) over the window, e.g. 0.1,0.25,0.5,0.7"
+
+
+def _scales(text: str | None, what: str = "scales") -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
         values = tuple(abs(float(x)) for x in text.split(",") if x.strip())
     except ValueError as exc:
-        raise SteerlabError(f"cannot read scales {text!r}: write magnitudes like 0.25,0.5,1,2.") from exc
+        raise SteerlabError(f"cannot read {what} {text!r}: write magnitudes like 0.25,0.5,1,2.") from exc
     if not values or 0.0 in values:
-        raise SteerlabError(f"scales {text!r}: give one or more non-zero magnitudes like 0.25,0.5,1,2.")
+        raise SteerlabError(f"{what} {text!r}: give one or more non-zero magnitudes like 0.25,0.5,1,2.")
     return values
+
+
+def _grid(scales: str | None, doses: str | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """(scales, doses) from the options: one or neither, never both."""
+    if scales is not None and doses is not None:
+        raise SteerlabError("give either --scales (raw magnitudes) or --doses (relative doses), not both.")
+    return _scales(scales), _scales(doses, "doses")
 
 
 def bench_cmd(
@@ -46,6 +56,7 @@ def bench_cmd(
     scorer: Annotated[str, typer.Option(help="classify: sentiment or formality")] = "sentiment",
     val_size: Annotated[int, typer.Option(help="ad-hoc validation items for calibration")] = 8,
     scales: Annotated[str | None, typer.Option(help="calibration scale magnitudes, e.g. 0.25,0.5,1,2")] = None,
+    doses: Annotated[str | None, typer.Option(help=DOSES_HELP)] = None,
     budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
     repetition_budget: Annotated[
         float, typer.Option(help="allowed rise of the repeated-3-gram share over unsteered generations")
@@ -72,8 +83,12 @@ def bench_cmd(
     started = time.perf_counter()
     opts = seed.options(quick)
     opts.log = console.print
-    if scales is not None:
-        opts.scales = opts.sweep = _scales(scales) or opts.scales
+    raw, relative = _grid(scales, doses)
+    if raw is not None:  # old scripts: raw scales for both the calibration grid and the sweep
+        opts.scales = opts.sweep = raw
+        opts.doses = opts.sweep_doses = None
+    if relative is not None:
+        opts.doses = opts.sweep_doses = relative
     opts.budget, opts.repetition_budget = budget, repetition_budget
     opts.gen_tokens = gen_tokens or opts.gen_tokens
     opts.n_fluency = n_fluency or opts.n_fluency
@@ -135,7 +150,8 @@ def calibrate_cmd(
     out: Annotated[Path | None, typer.Option(help="where to write the calibrated vector (default: in place)")] = None,
     goal: Annotated[int, typer.Option(help="+1: more of the behaviour, -1: less")] = 1,
     window: Annotated[list[str] | None, typer.Option(help="layer window to try, e.g. 10-14 (repeatable)")] = None,
-    scales: Annotated[str, typer.Option(help="scale magnitudes to try")] = "0.125,0.25,0.5,1",
+    scales: Annotated[str | None, typer.Option(help="raw scale magnitudes to try (instead of --doses)")] = None,
+    doses: Annotated[str | None, typer.Option(help=DOSES_HELP + " (default 0.1,0.25,0.5,0.7)")] = None,
     budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
     repetition_budget: Annotated[
         float, typer.Option(help="allowed rise of the repeated-3-gram share over unsteered generations")
@@ -153,10 +169,11 @@ def calibrate_cmd(
     When no candidate fits the fluency budget nothing is written and the exit status is 1 (unless --force).
     """
     from steerlab.evaluate.adhoc import load_items
-    from steerlab.evaluate.calibrate import calibrate, write_to_card
+    from steerlab.evaluate.calibrate import DEFAULT_DOSES, calibrate, write_to_card
     from steerlab.evaluate.tasks import make_task
     from steerlab.models import load_model
 
+    raw, relative = _grid(scales, doses)
     vec, target = _one_vector(vector, out, store)
     items = load_items(task, eval_path, "eval")[:max_items]
     loaded = load_model(model)
@@ -169,9 +186,10 @@ def calibrate_cmd(
         items,
         goal,
         windows,
-        _scales(scales) or (1.0,),
+        raw or (1.0,),
         budget,
         repetition_budget=repetition_budget,
+        doses=None if raw else relative or DEFAULT_DOSES,
     )
     summary = _calibration_line(cal)
     if not cal.within_budget and not force:
@@ -189,7 +207,8 @@ def _calibration_line(cal: Any) -> str:
     chosen = next(p for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
     state = "within" if cal.within_budget else "OUTSIDE"
     return (
-        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g}: {cal.metric} {cal.base_metric:.3f} -> "
+        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g} (dose {cal.dose:.3g}): {cal.metric} "
+        f"{cal.base_metric:.3f} -> "
         f"{chosen.metric:.3f}, fluency {chosen.fluency:.3f} vs floor {cal.fluency_floor:.3f}, {state} budget"
     )
 

@@ -5,6 +5,12 @@ per-token log-prob of greedy generations under the unsteered model; a candidate 
 lower than the unsteered value minus `budget` times its magnitude (default 10%), and when its repetition rate
 (share of repeated 3-grams) rises at most `repetition_budget` above the unsteered one (default 0.1). The second
 check is needed because a looping generation can score a high log-prob: the judge finds repeats predictable.
+
+Grids can be given as relative doses instead of raw scales. The dose of scale s on a window W is
+d = |s| * sum over l in W of |v_l| / h_l, with h_l the mean residual norm at block l on the calibration prompts
+(residual_norms): the same total the trained method spreads over its window. A dose means the same push against the
+residual stream at every layer and model, so one grid (e.g. 0.1, 0.25, 0.5, 0.7) fits them all, where raw scales
+depend on the vector's and the stream's norms.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
 from steerlab.evaluate.tasks import Task
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
+from steerlab.residual_norms import measure_residual_norms
 from steerlab.vector import Vector
 
 DEFAULT_BUDGET = 0.10
 DEFAULT_REPETITION_BUDGET = 0.10
 DEFAULT_SCALES = (0.125, 0.25, 0.5, 1.0)
+DEFAULT_DOSES = (0.1, 0.25, 0.5, 0.7)  # about 0.7 is reported safe; coherence collapses near 1.9
 
 
 @dataclass
@@ -38,6 +46,7 @@ class GridPoint:
     fluency: float
     within_budget: bool
     repetition: float = 0.0
+    dose: float = math.nan  # relative dose of this scale on this window (see the module docstring)
 
 
 @dataclass
@@ -57,6 +66,9 @@ class Calibration:
     n_val: int = 0
     n_fluency: int = 0
     seconds: float = 0.0
+    dose: float = math.nan  # the chosen scale's relative dose on the chosen window
+    grid_unit: str = "scale"  # what the grid was given in: "scale" (raw magnitudes) or "dose"
+    residual_norms: dict[str, float] = field(default_factory=dict)  # h per block (str keys: JSON-safe in the card)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +102,12 @@ class _Probe:
     prompts: list[str]
     gen_tokens: int
 
+    def measure_with_norms(self, layers: Sequence[int]) -> tuple[tuple[float, float, float], dict[int, float]]:
+        """The unsteered measurement, metering the residual norms h of `layers` during the same forwards."""
+        with measure_residual_norms(self.base, layers) as meter:
+            measured = self.measure(PLAIN)
+        return measured, meter.means()
+
     def measure(self, setting: Setting) -> tuple[float, float, float]:
         scores = self.task.evaluate(self.base, setting, self.items)
         if "fluency_logprob" not in scores:
@@ -110,26 +128,36 @@ def calibrate(
     n_fluency: int = 8,
     gen_tokens: int = 24,
     repetition_budget: float = DEFAULT_REPETITION_BUDGET,
+    doses: Sequence[float] | None = None,
 ) -> Calibration:
-    """Grid over windows x scales (scales are magnitudes; the goal gives the sign), on validation items only."""
+    """Grid over windows x scales (magnitudes; the goal gives the sign), on validation items only.
+
+    With `doses`, each window's scales are those doses converted through the residual norms (scales is ignored).
+    """
     start = time.perf_counter()
-    _check_arguments(goal, val_items, scales, repetition_budget)
+    _check_arguments(goal, val_items, doses or scales, repetition_budget)
     grid_windows = [list(w) for w in (windows or layer_windows(base.n_layers, 2))]
     missing = sorted({la for w in grid_windows for la in w} - set(vector.layers))
     if missing:
         raise SteerlabError(f"the vector has no direction for layers {missing}; extract those layers or pick others.")
     probe = _Probe(base, task, val_items, task.fluency_prompts(val_items)[:n_fluency], gen_tokens)
-    base_metric, base_fluency, base_repetition = probe.measure(PLAIN)
+    (base_metric, base_fluency, base_repetition), norms = probe.measure_with_norms(
+        sorted({la for w in grid_windows for la in w})
+    )
     floor = base_fluency - budget * abs(base_fluency)
     cal = Calibration([], 0.0, task.metric, goal, budget, base_metric, base_fluency, floor, False)
     cal.repetition_budget, cal.base_repetition = repetition_budget, base_repetition
+    cal.grid_unit, cal.residual_norms = ("dose" if doses else "scale"), {str(la): h for la, h in norms.items()}
     for window in grid_windows:
-        for magnitude in sorted(scales):
+        per_scale = dose_per_scale(vector, norms, window)
+        magnitudes = [d / per_scale for d in doses] if doses else list(scales)
+        for magnitude in sorted(magnitudes):
             kit = Kit.single(vector, goal * magnitude, window)
             metric, fluency, repetition = probe.measure(Setting(f"steering@{goal * magnitude:g}", steering=kit))
             ok = _fits(cal, fluency, repetition)
             effect = goal * (metric - base_metric)
-            cal.grid.append(GridPoint(window, goal * magnitude, metric, effect, fluency, ok, repetition))
+            point = GridPoint(window, goal * magnitude, metric, effect, fluency, ok, repetition, magnitude * per_scale)
+            cal.grid.append(point)
             if not ok:
                 break  # larger scales in this window only lose more fluency
     _choose(cal)
@@ -143,7 +171,7 @@ def _check_arguments(goal: int, val_items: Sequence[Any], scales: Sequence[float
     if not val_items:
         raise SteerlabError("calibration needs a non-empty validation split.")
     if not scales or any(s <= 0 for s in scales):
-        raise SteerlabError(f"calibration scales must be positive magnitudes, got {list(scales)}.")
+        raise SteerlabError(f"calibration scales (or doses) must be positive magnitudes, got {list(scales)}.")
     if not 0 <= repetition_budget <= 1:
         raise SteerlabError(
             f"repetition budget {repetition_budget} is not a share of repeated 3-grams: give a value in [0, 1]."
@@ -168,11 +196,32 @@ def _choose(cal: Calibration) -> None:
     else:
         # NaN fluency sorts last: a comparison with NaN would make max() depend on the grid order.
         best = max(cal.grid, key=lambda p: (-abs(p.scale), -math.inf if math.isnan(p.fluency) else p.fluency))
-    cal.layers, cal.scale = list(best.layers), best.scale
+    cal.layers, cal.scale, cal.dose = list(best.layers), best.scale, best.dose
+
+
+def dose_per_scale(vector: Vector, norms: dict[int, float], layers: Sequence[int]) -> float:
+    """The relative dose of scale 1 on `layers`: sum of |v_l| / h_l. A dose d is the scale d / this."""
+    total = 0.0
+    for layer in layers:
+        h, v = norms.get(layer, math.nan), float(vector.directions[layer].float().norm())
+        if not (h > 0 and math.isfinite(h) and v > 0 and math.isfinite(v)):
+            raise SteerlabError(
+                f"cannot express a dose at block {layer}: vector norm {v:g}, residual norm {h}; "
+                "the vector there is zero or broken, or the block was not measured. Give --scales instead."
+            )
+        total += v / h
+    return total
+
+
+def scale_for_dose(
+    vector: Vector, norms: dict[str, float] | dict[int, float], layers: Sequence[int], dose: float
+) -> float:
+    """The scale magnitude whose relative dose on `layers` is `dose` (norms as recorded in Calibration)."""
+    return dose / dose_per_scale(vector, {int(k): v for k, v in norms.items()}, layers)
 
 
 def write_to_card(vector: Vector, cal: Calibration, task_name: str) -> Vector:
-    """Record the chosen layers and scale in the card (details in card.metadata['calibration']).
+    """Record the chosen layers and scale in the card (details, the dose too, in card.metadata['calibration']).
 
     An out-of-budget choice is written only on request (`steerlab calibrate --force`); the card then says so in
     `calibration.within_budget` (False) and `calibration.out_of_budget` (True), so nobody mistakes it for a safe dose.

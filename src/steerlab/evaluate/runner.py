@@ -19,6 +19,7 @@ from steerlab.evaluate.calibrate import (
     Calibration,
     calibrate,
     layer_windows,
+    scale_for_dose,
     write_to_card,
 )
 from steerlab.evaluate.conditions import CONDITIONS, build_conditions, steering_kit, sweep_name
@@ -36,6 +37,9 @@ class RunOptions:
     n_windows: int = 4
     scales: tuple[float, ...] = DEFAULT_SCALES
     sweep: tuple[float, ...] = DEFAULT_SCALES  # magnitudes; each is run with both signs
+    # Relative doses (calibrate's module docstring): when set they replace `scales` / `sweep`, converted per window.
+    doses: tuple[float, ...] | None = None
+    sweep_doses: tuple[float, ...] | None = None
     budget: float = DEFAULT_BUDGET
     repetition_budget: float = DEFAULT_REPETITION_BUDGET
     n_fluency: int = 8
@@ -188,6 +192,7 @@ def _extract_and_calibrate(
         opts.n_fluency,
         opts.gen_tokens,
         opts.repetition_budget,
+        opts.doses,
     )
     _log(opts, f"{spec.name}: extracted {len(pairs)} pairs in {extract_s:.1f} s; calibrated in {cal.seconds:.1f} s")
     write_to_card(vector, cal, spec.name)
@@ -251,9 +256,12 @@ def _info(spec: TaskSpec, n_pairs: int, windows: list[list[int]], skipped: list[
 def _sweep(
     base: LoadedModel, spec: TaskSpec, opts: RunOptions, vector: Vector, cal: Calibration, done: dict[str, Scores]
 ) -> list[dict[str, Any]]:
-    """The primary metric (and fluency) at each sweep scale, both signs, at the calibrated layers."""
+    """The primary metric (and fluency) at each sweep scale (or dose), both signs, at the calibrated layers."""
     rows = []
-    for scale in sorted({sign * m for m in opts.sweep for sign in (-1, 1)}):
+    magnitudes = opts.sweep
+    if opts.sweep_doses:
+        magnitudes = tuple(scale_for_dose(vector, cal.residual_norms, cal.layers, d) for d in opts.sweep_doses)
+    for scale in sorted({sign * m for m in magnitudes for sign in (-1, 1)}):
         if math.isclose(scale, cal.scale) and "steering" in done:
             scores = done["steering"]
         else:

@@ -136,9 +136,9 @@ def options(quick: bool) -> RunOptions:
     if quick:
         return RunOptions(
             n_windows=1,
-            # Measured: 0.5 over 5 blocks already broke the 10% fluency budget on both quick axes.
-            scales=(0.125, 0.25, 0.5),
-            sweep=(0.5,),
+            # Relative doses (summed over the window): about 0.7 is the reported safe dose, 1.9 collapses.
+            doses=(0.1, 0.25, 0.5, 0.7),
+            sweep_doses=(0.5,),
             n_fluency=3,
             gen_tokens=QUICK.gen_tokens,
             k_shots=2,
@@ -147,8 +147,10 @@ def options(quick: bool) -> RunOptions:
         )
     return RunOptions(
         n_windows=3,
-        # 0.0625 too: in the quick runs the classify axes broke the fluency budget already at 0.125.
-        scales=(0.0625, 0.125, 0.25, 0.5, 1.0),
+        # Doses around the reported safe ~0.7, with 0.05 for axes that break the budget early (the quick classify
+        # axes broke it at raw scale 0.125); 1.0 checks whether more than the safe dose still fits.
+        doses=(0.05, 0.1, 0.25, 0.5, 0.7, 1.0),
+        sweep_doses=(0.25, 0.5, 0.7, 1.0),
         n_fluency=8,
         gen_tokens=FULL.gen_tokens,
         k_shots=4,
