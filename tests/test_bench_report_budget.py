@@ -48,3 +48,10 @@ def test_html_page_carries_the_mark():
     doc = _doc()
     page = html_page(doc, markdown(doc), QUICK)
     assert f"<td>sentiment{OUT_MARK}</td>" in page and "from an OUTSIDE-budget calibration" in page
+
+
+def test_calibration_line_shows_the_dose_when_recorded():
+    doc = _doc()
+    assert "relative dose" not in markdown(doc)  # the committed run predates doses
+    doc["tasks"][0]["calibration"]["dose"] = 0.5
+    assert "(relative dose 0.5)" in markdown(doc).split("## refusal", 1)[1]

@@ -101,6 +101,12 @@ def _legend(doc: dict[str, Any]) -> str:
     return f"'*': the condition moved the metric ({test}). 'n/s': LoRA did not, so no % of its effect is given."
 
 
+def _dose(cal: dict[str, Any]) -> str:
+    """The relative dose of the calibrated scale; runs before doses were recorded show none."""
+    dose = cal.get("dose")
+    return "" if dose is None or math.isnan(dose) else f" (relative dose {dose:.3g})"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# steerlab bench: {doc['meta']['suite']}", ""]
     meta = doc["meta"]
@@ -148,7 +154,8 @@ def markdown(doc: dict[str, Any]) -> str:
         cal = task["calibration"]
         lines.append(
             f"Calibrated on {cal['n_val']} validation items: layers {cal['layers'][0]}-{cal['layers'][-1]}, scale "
-            f"{cal['scale']:g} ({'within' if cal['within_budget'] else 'OUTSIDE'} the fluency budget: mean log-prob "
+            f"{cal['scale']:g}{_dose(cal)} ({'within' if cal['within_budget'] else 'OUTSIDE'} the fluency budget: "
+            "mean log-prob "
             f"within {100 * cal['budget']:.0f}% of unsteered, 3-gram repetition at most "
             f"{cal.get('repetition_budget', 0.1):.2f} above unsteered's {cal.get('base_repetition', 0.0):.2f}). "
             f"Train {task['info']['n_train']}, test {task['info']['n_test']}."
