@@ -13,16 +13,21 @@ from steerlab.vector import Vector
 CONDITIONS = {"unsteered", "steering", "prompting", "fewshot", "lora", "steering+prompting"}
 
 
-@pytest.mark.slow
-def test_adhoc_ab_bench_writes_results_report_and_calibrated_vector(datasets, tmp_path):
+def _adhoc_refusal_args(datasets, tmp_path, out):
+    """A quick ad-hoc A/B run on 8 CAA refusal generate items (6 train, 2 validation) and 4 test items."""
     caa = datasets / "caa"
     train = json.loads((caa / "generate" / "refusal" / "generate_dataset.json").read_text())[:8]
     test = json.loads((caa / "test" / "refusal" / "test_dataset_ab.json").read_text())[:4]
     (tmp_path / "train.json").write_text(json.dumps(train))
     (tmp_path / "test.json").write_text(json.dumps(test))
-    out = tmp_path / "out"
     args = ["bench", "--task", "ab", "--pairs", str(tmp_path / "train.json"), "--eval", str(tmp_path / "test.json")]
-    args += ["--out", str(out), "--max-pairs", "6", "--val-size", "2", "--quick", "--scales", "0.5"]
+    return [*args, "--out", str(out), "--max-pairs", "6", "--val-size", "2", "--quick", "--scales", "0.5"]
+
+
+@pytest.mark.slow
+def test_adhoc_ab_bench_writes_results_report_and_calibrated_vector(datasets, tmp_path):
+    out = tmp_path / "out"
+    args = _adhoc_refusal_args(datasets, tmp_path, out)
     args += ["--gen-tokens", "6", "--n-fluency", "2"]
     args += ["--instruction", "Decline what you should not do."]
     result = CliRunner().invoke(app, args)
@@ -44,6 +49,39 @@ def test_adhoc_ab_bench_writes_results_report_and_calibrated_vector(datasets, tm
     for name in ("report.md", "report.html", "train/metric_vs_scale.png", "train/conditions.png"):
         assert (out / name).stat().st_size > 0
     assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_bench_methods_mean_diff_and_preference_write_both_conditions(datasets, tmp_path):
+    out = tmp_path / "out"
+    args = _adhoc_refusal_args(datasets, tmp_path, out)
+    args += ["--gen-tokens", "4", "--n-fluency", "2", "--methods", "mean_diff,preference"]
+    args += ["--instruction", "Decline what you should not do."]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "results.json").read_text())
+    task = doc["tasks"][0]
+    deltas = {r["condition"]: r for r in task["rows"] if r["metric"] == "delta_p_match"}
+    assert {"steering", "steering:preference", "steering+prompting"} <= set(deltas)
+    assert all(r["n"] == 4 for r in deltas.values())
+    by_method = task["calibration_by_method"]
+    assert by_method["mean_diff"]["condition"] == "steering" and by_method["mean_diff"] == {
+        "condition": "steering",
+        **task["calibration"],
+    }
+    assert by_method["preference"]["condition"] == "steering:preference"
+    assert Vector.load(out / "train" / "vector_preference.safetensors").card.method == "preference"
+    report = (out / "report.md").read_text()
+    assert "| preference | steering:preference |" in report
+    assert f"steering+prompting uses {task['info']['prompting_method']}" in report
+
+
+def test_bench_cli_refuses_unknown_methods_before_loading_a_model(tmp_path):
+    args = ["bench", "--out", str(tmp_path), "--suite", "seed", "--methods", "mean_diff,telepathy"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "unknown steering methods ['telepathy']" in str(result.exception)
+    assert "preference" in str(result.exception)
 
 
 def test_bench_cli_rejects_missing_inputs(tmp_path):

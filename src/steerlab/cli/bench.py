@@ -17,6 +17,10 @@ console = Console()
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")]
 
 
+METHODS_HELP = (
+    "steering methods, comma-separated, e.g. mean_diff,preference: the first is the `steering` condition, each other "
+    "method M adds `steering:M` with its own calibration; steering+prompting uses the best in-budget one"
+)
 DOSES_HELP = "calibration grid as relative doses |s|*sum(|v_l|/h_l) over the window, e.g. 0.1,0.25,0.5,0.7"
 
 
@@ -69,6 +73,7 @@ def bench_cmd(
     interference_only: Annotated[
         bool, typer.Option(help="suite: only add the interference section to the finished run in --out")
     ] = False,
+    methods: Annotated[str, typer.Option(help=METHODS_HELP)] = "mean_diff",
 ) -> None:
     """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
     import torch
@@ -77,7 +82,7 @@ def bench_cmd(
     from steerlab.evaluate.adhoc import adhoc_spec
     from steerlab.evaluate.data import datasets_root
     from steerlab.evaluate.report import write_all
-    from steerlab.evaluate.runner import run_task
+    from steerlab.evaluate.runner import check_methods, run_task
     from steerlab.models import load_model
 
     started = time.perf_counter()
@@ -92,6 +97,8 @@ def bench_cmd(
     opts.budget, opts.repetition_budget = budget, repetition_budget
     opts.gen_tokens = gen_tokens or opts.gen_tokens
     opts.n_fluency = n_fluency or opts.n_fluency
+    opts.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
+    check_methods(opts.methods)  # before the model loads: a typo should not cost a minute
     if suite is not None:
         if suite != "seed":
             raise SteerlabError(f"unknown suite {suite!r}: the only suite is 'seed'.")

@@ -14,6 +14,12 @@ from steerlab.vector import Vector
 CONDITIONS = ("unsteered", "steering", "prompting", "fewshot", "lora", "steering+prompting")
 
 
+def method_condition(method: str, first: bool) -> str:
+    """The first steering method keeps the legacy name `steering` (old runs and reports still read); others are
+    `steering:<method>`."""
+    return "steering" if first else f"steering:{method}"
+
+
 def sweep_name(scale: float) -> str:
     return f"steering@{scale:g}"
 
@@ -33,9 +39,16 @@ def build_conditions(
     k_shots: int,
     lora_model: LoadedModel | None,
     wanted: Sequence[str] = CONDITIONS,
+    others: Sequence[tuple[str, Kit]] = (),
+    prompting_kit: Kit | None = None,
 ) -> tuple[list[Setting], list[str]]:
-    """The settings to run, and a note for each condition that cannot be run (and why)."""
+    """The settings to run, and a note for each condition that cannot be run (and why).
+
+    `others` are further steering methods' (condition, calibrated kit), run right after `steering`;
+    `prompting_kit` is the kit steering+prompting uses (default: the first method's).
+    """
     kit = steering_kit(vector, scale, layers)
+    paired = prompting_kit or kit
     shots = task.shots(train, goal, k_shots) if k_shots > 0 else ()
     candidates: dict[str, Setting | str] = {
         "unsteered": Setting("unsteered"),
@@ -43,7 +56,7 @@ def build_conditions(
         "prompting": Setting("prompting", system=instruction) if instruction else "no instruction given",
         "fewshot": Setting("fewshot", shots=shots) if shots else "no examples for k-shot prompts",
         "lora": Setting("lora", model=lora_model) if lora_model is not None else "LoRA not trained",
-        "steering+prompting": Setting("steering+prompting", steering=kit, system=instruction)
+        "steering+prompting": Setting("steering+prompting", steering=paired, system=instruction)
         if instruction
         else "no instruction given",
     }
@@ -52,6 +65,8 @@ def build_conditions(
         found = candidates[name]
         if isinstance(found, Setting):
             settings.append(found)
+            if name == "steering":
+                settings += [Setting(condition, steering=other) for condition, other in others]
         else:
             skipped.append(f"{name}: skipped ({found})")
     return settings, skipped

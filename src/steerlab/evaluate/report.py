@@ -27,7 +27,29 @@ def in_budget(task: dict[str, Any]) -> bool:
 
 def _uses_calibration(condition: str) -> bool:
     """Conditions run at the calibrated scale (sweep rows use their own fixed scales)."""
-    return condition in ("steering", "steering+prompting")
+    return condition in ("steering", "steering+prompting") or condition.startswith("steering:")
+
+
+def _method_calibrations(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each steering method's calibration (with its condition); single-method runs have only the first's."""
+    by_method = task.get("calibration_by_method")
+    if by_method:
+        return dict(by_method)
+    first = task["info"].get("methods", ["mean_diff"])[0]
+    return {first: {"condition": "steering", **task["calibration"]}}
+
+
+def _out_of_budget(task: dict[str, Any], condition: str) -> bool:
+    """Whether the condition uses a scale from an outside-budget calibration: its own method's, and for
+    steering+prompting the method it was run with."""
+    if not _uses_calibration(condition):
+        return False
+    cals = _method_calibrations(task)
+    if condition == "steering+prompting":
+        cal = cals.get(task["info"].get("prompting_method", ""), task["calibration"])
+    else:
+        cal = next((c for c in cals.values() if c["condition"] == condition), task["calibration"])
+    return not cal.get("within_budget", True)
 
 
 def _primary(task: dict[str, Any], condition: str, metric: str | None = None) -> dict[str, Any] | None:
@@ -162,11 +184,11 @@ def markdown(doc: dict[str, Any]) -> str:
         )
         for note in task["info"]["notes"]:
             lines.append(f"- {note}")
+        lines += _methods_table(task)
         lines += ["", "| condition | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
-        out = "" if in_budget(task) else OUT_MARK
         for r in task["rows"]:
             ci = f"[{_f(r['ci'][0])}, {_f(r['ci'][1])}]"
-            flag = out if _uses_calibration(r["condition"]) else ""
+            flag = OUT_MARK if _out_of_budget(task, r["condition"]) else ""
             lines.append(f"| {r['condition']}{flag} | {r['metric']} | {_f(r['value'])}{flag} | {ci} | {r['n']} |")
         for png in task.get("plots", []):
             lines.append(f"\n![{Path(png).stem}]({png})")
@@ -177,6 +199,30 @@ def markdown(doc: dict[str, Any]) -> str:
 
         lines += interference_markdown(doc["interference"])
     return "\n".join(lines) + "\n"
+
+
+def _methods_table(task: dict[str, Any]) -> list[str]:
+    """One row per steering method (runs with several): its calibration and its test effect, paired with unsteered."""
+    cals = _method_calibrations(task)
+    if len(cals) < 2:
+        return []
+    metric = task["info"]["metric"]
+    head = f"| method | condition | layers | scale | budget | {metric} | Δ vs unsteered [95% CI] |"
+    lines = ["", head, "|---|---|---|---|---|---|---|"]
+    for method, cal in cals.items():
+        condition = cal["condition"]
+        own, delta = _primary(task, condition), _primary(task, condition, f"delta_{metric}")
+        mark = OUT_MARK if not cal.get("within_budget", True) else ""
+        paired = f"{_f(delta['value'])} [{_f(delta['ci'][0])}, {_f(delta['ci'][1])}]" if delta else "–"
+        lines.append(
+            f"| {method} | {condition} | {cal['layers'][0]}-{cal['layers'][-1]} | {cal['scale']:g}{_dose(cal)} | "
+            f"{'within' if cal.get('within_budget', True) else 'OUTSIDE'} | "
+            f"{_f(own['value'] if own else None)}{mark} | {paired}{mark} |"
+        )
+    chosen = task["info"].get("prompting_method")
+    if chosen:
+        lines.append(f"\nsteering+prompting uses {chosen} (the largest in-budget calibrated validation effect).")
+    return [*lines, ""]
 
 
 def html_page(doc: dict[str, Any], md_text: str, out_dir: Path) -> str:

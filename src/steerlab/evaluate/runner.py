@@ -22,12 +22,14 @@ from steerlab.evaluate.calibrate import (
     scale_for_dose,
     write_to_card,
 )
-from steerlab.evaluate.conditions import CONDITIONS, build_conditions, steering_kit, sweep_name
+from steerlab.evaluate.conditions import CONDITIONS, build_conditions, method_condition, steering_kit, sweep_name
 from steerlab.evaluate.fluency import fluency_scores
 from steerlab.evaluate.lora import LoraConfig, train_lora
 from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
 from steerlab.evaluate.tasks import Scores, Task
 from steerlab.extraction import extract
+from steerlab.kit import Kit
+from steerlab.methods import method_names
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
@@ -49,6 +51,9 @@ class RunOptions:
     latency_rounds: int = 3
     conditions: tuple[str, ...] = CONDITIONS
     extract_batch: int = 8
+    # Steering methods, each its own condition and calibration; the first is the legacy `steering` condition.
+    methods: tuple[str, ...] = ("mean_diff",)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"preference": {"epochs": 1}}
     log: Callable[[str], None] | None = None  # progress lines (stage and seconds); None = quiet
 
 
@@ -69,22 +74,61 @@ class TaskSpec:
 
 
 @dataclass
+class MethodRun:
+    """One steering method on one task: its vector (from the train split), calibrated on validation."""
+
+    method: str
+    condition: str
+    vector: Vector
+    calibration: Calibration
+    extract_s: float
+
+    @property
+    def effect(self) -> float:
+        """The calibrated candidate's goal-signed validation effect (NaN when the grid lacks it)."""
+        cal = self.calibration
+        chosen = (p.effect for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
+        return next(chosen, math.nan)
+
+
+@dataclass
 class TaskResult:
     name: str
     rows: list[dict[str, Any]]
-    calibration: Calibration
+    calibration: Calibration  # the first method's (the `steering` condition)
     costs: dict[str, Any]
     info: dict[str, Any]
     vector: Vector
+    methods: list[MethodRun] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         cal = self.calibration.as_dict()
-        return {
+        doc = {
             "rows": self.rows,
             "calibration": {"layers": cal["layers"], "scale": cal["scale"], **cal},
             "costs": self.costs,
             "info": self.info,
         }
+        if len(self.methods) > 1:  # single-method runs keep the legacy shape
+            doc["calibration_by_method"] = {
+                m.method: {"condition": m.condition, **m.calibration.as_dict()} for m in self.methods
+            }
+        return doc
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """Known, distinct method names, at least one; else a SteerlabError that lists the registry."""
+    known = method_names()
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        problem = f"unknown steering methods {unknown}" if unknown else f"methods {list(methods)} must be distinct"
+        raise SteerlabError(f"{problem}: give one or more of {', '.join(known)}, comma-separated.")
+
+
+def best_method(runs: Sequence[MethodRun]) -> MethodRun:
+    """The method steering+prompting uses: the largest in-budget calibrated effect; the first when none fits."""
+    fitting = [r for r in runs if r.calibration.within_budget and not math.isnan(r.effect)]
+    return max(fitting, key=lambda r: r.effect) if fitting else runs[0]
 
 
 def _key(item: Any) -> str:
@@ -141,10 +185,14 @@ def _latency(base: LoadedModel, spec: TaskSpec, steered: Setting, opts: RunOptio
 
 def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path | None = None) -> TaskResult:
     check_disjoint(spec)
+    check_methods(opts.methods)
     started = time.perf_counter()
     windows = layer_windows(base.n_layers, opts.n_windows)
-    vector, cal, costs, n_pairs = _extract_and_calibrate(base, spec, opts, windows)
+    runs = [_extract_and_calibrate(base, spec, opts, windows, m, i == 0) for i, m in enumerate(opts.methods)]
+    vector, cal = runs[0].vector, runs[0].calibration
+    costs = _method_costs(runs)
     lora_model = _train_lora(base, spec, opts, costs) if "lora" in opts.conditions else None
+    best = best_method(runs)
     settings, skipped = build_conditions(
         spec.task,
         spec.train,
@@ -156,6 +204,8 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
         opts.k_shots,
         lora_model,
         opts.conditions,
+        others=[(r.condition, _kit(r)) for r in runs[1:]],
+        prompting_kit=_kit(best),
     )
     rows, by_condition = _evaluate_conditions(base, spec, opts, settings, costs)
     rows += _sweep(base, spec, opts, vector, cal, by_condition)
@@ -163,22 +213,46 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
     if steered is not None and opts.latency_rounds > 0:
         costs["latency"] = _latency(base, spec, steered, opts)
     costs["total_s"] = time.perf_counter() - started
-    info = _info(spec, n_pairs, windows, skipped)
-    result = TaskResult(spec.name, rows, cal, costs, info, vector)
+    info = _info(spec, len(spec.task.extraction_pairs(spec.train)), windows, skipped)
+    info.update(methods=list(opts.methods), prompting_method=best.method)
+    result = TaskResult(spec.name, rows, cal, costs, info, vector, runs)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        vector.save(out_dir / "vector.safetensors")
+        for r in runs:  # the first method's vector keeps the legacy file name
+            r.vector.save(out_dir / ("vector.safetensors" if r is runs[0] else f"vector_{r.method}.safetensors"))
     return result
 
 
+def _kit(run: MethodRun) -> Kit:
+    return steering_kit(run.vector, run.calibration.scale, run.calibration.layers)
+
+
+def _method_costs(runs: Sequence[MethodRun]) -> dict[str, Any]:
+    """The first method's costs under the legacy keys; every method's under `by_method` when there are several."""
+    costs: dict[str, Any] = {"extract_s": runs[0].extract_s, "calibrate_s": runs[0].calibration.seconds, "eval_s": {}}
+    if len(runs) > 1:
+        costs["by_method"] = {r.method: {"extract_s": r.extract_s, "calibrate_s": r.calibration.seconds} for r in runs}
+    return costs
+
+
 def _extract_and_calibrate(
-    base: LoadedModel, spec: TaskSpec, opts: RunOptions, windows: list[list[int]]
-) -> tuple[Vector, Calibration, dict[str, Any], int]:
-    """The vector from the train split, calibrated on validation; its card records the choice."""
+    base: LoadedModel, spec: TaskSpec, opts: RunOptions, windows: list[list[int]], method: str, first: bool
+) -> MethodRun:
+    """The method's vector from the train split, calibrated on validation; its card records the choice."""
     layers = sorted({la for w in windows for la in w})
     pairs = spec.task.extraction_pairs(spec.train)
+    options = opts.method_options.get(method, {})
     vector, extract_s = _timed(
-        lambda: extract(base, pairs, layers=layers, batch_size=opts.extract_batch, progress=False, name=spec.name)
+        lambda: extract(
+            base,
+            pairs,
+            layers=layers,
+            method=method,
+            batch_size=opts.extract_batch,
+            progress=False,
+            name=spec.name,
+            **options,
+        )
     )
     cal = calibrate(
         base,
@@ -194,10 +268,13 @@ def _extract_and_calibrate(
         opts.repetition_budget,
         opts.doses,
     )
-    _log(opts, f"{spec.name}: extracted {len(pairs)} pairs in {extract_s:.1f} s; calibrated in {cal.seconds:.1f} s")
+    _log(
+        opts,
+        f"{spec.name}: {method} from {len(pairs)} pairs in {extract_s:.1f} s; calibrated in {cal.seconds:.1f} s",
+    )
     write_to_card(vector, cal, spec.name)
-    vector.card.description = f"steerlab bench: {spec.name} ({spec.task.kind}), goal {spec.goal:+d}"
-    return vector, cal, {"extract_s": extract_s, "calibrate_s": cal.seconds, "eval_s": {}}, len(pairs)
+    vector.card.description = f"steerlab bench: {spec.name} ({spec.task.kind}), goal {spec.goal:+d}, {method}"
+    return MethodRun(method, method_condition(method, first), vector, cal, extract_s)
 
 
 def _train_lora(base: LoadedModel, spec: TaskSpec, opts: RunOptions, costs: dict[str, Any]) -> LoadedModel | None:

@@ -144,6 +144,8 @@ def options(quick: bool) -> RunOptions:
             k_shots=2,
             lora=LoraConfig(epochs=1, batch_size=8),
             latency_rounds=1,
+            # A smoke test: one pass of preference training is enough to show the condition runs.
+            method_options={"preference": {"epochs": 1}},
         )
     return RunOptions(
         n_windows=3,
