@@ -15,3 +15,8 @@ DEFAULT_MODEL = "smollm2-135m"
 def steerlab_home() -> Path:
     """Where steerlab keeps converted models, the store, keys and logs: $STEERLAB_HOME, else ~/.cache/steerlab."""
     return Path(os.environ.get("STEERLAB_HOME", Path.home() / ".cache" / "steerlab"))
+
+
+def store_root() -> Path:
+    """The default local store: $STEERLAB_HOME/store."""
+    return steerlab_home() / "store"

@@ -15,9 +15,9 @@ __all__ = ["Ref", "Version", "default_root", "open_store", "parse_ref"]
 
 
 def default_root() -> Path:
-    from steerlab.defaults import steerlab_home
+    from steerlab.defaults import store_root
 
-    return steerlab_home() / "store"
+    return store_root()
 
 
 def is_url(location: str | Path | None) -> bool:

@@ -167,10 +167,10 @@ def install_shipped_pack(
 
 def is_default_store(store: Any) -> bool:
     """A local store at $STEERLAB_HOME/store (however its path was spelled), not a server or another folder."""
-    from steerlab.hub import default_root
+    from steerlab.defaults import store_root
 
     root = getattr(store, "root", None)
-    return isinstance(root, Path) and root.resolve() == default_root().expanduser().resolve()
+    return isinstance(root, Path) and root.resolve() == store_root().expanduser().resolve()
 
 
 def ensure_shipped_pack(store: Any, pack_dir: Path | None = None) -> InstallReport | None:
