@@ -25,16 +25,18 @@ def _adhoc_refusal_args(datasets, tmp_path, out):
 
 
 @pytest.mark.slow
-def test_adhoc_ab_bench_writes_results_report_and_calibrated_vector(datasets, tmp_path):
+def test_adhoc_ab_bench_with_two_methods_writes_results_report_and_calibrated_vectors(datasets, tmp_path):
+    """One default-model run serves both checks (the default-model runs are the slow part): the legacy shape of the
+    first method's `steering` condition, and `--methods` adding `steering:preference` with its own calibration."""
     out = tmp_path / "out"
     args = _adhoc_refusal_args(datasets, tmp_path, out)
-    args += ["--gen-tokens", "6", "--n-fluency", "2"]
+    args += ["--gen-tokens", "4", "--n-fluency", "2", "--methods", "mean_diff,preference"]
     args += ["--instruction", "Decline what you should not do."]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     rows = doc["rows"]
-    assert {r["condition"] for r in rows} == CONDITIONS | {"steering@-0.5", "steering@0.5"}
+    assert {r["condition"] for r in rows} == CONDITIONS | {"steering:preference", "steering@-0.5", "steering@0.5"}
     for r in rows:
         assert set(r) == {"task", "condition", "metric", "value", "ci", "n"}
         if r["value"] is not None:
@@ -44,33 +46,20 @@ def test_adhoc_ab_bench_writes_results_report_and_calibrated_vector(datasets, tm
     cal = doc["calibration"]
     assert cal["scale"] == 0.5 and len(cal["layers"]) == 5
     vec = Vector.load(out / "train" / "vector.safetensors")
+    assert vec.card.method == "mean_diff"
     assert vec.card.recommended_layers == cal["layers"] and vec.card.recommended_scale == cal["scale"]
-    assert doc["tasks"][0]["costs"]["lora_train_s"] > 0
+    task = doc["tasks"][0]
+    assert task["costs"]["lora_train_s"] > 0
+    deltas = {r["condition"] for r in rows if r["metric"] == "delta_p_match"}
+    assert {"steering", "steering:preference", "steering+prompting"} <= deltas
+    by_method = task["calibration_by_method"]
+    assert by_method["mean_diff"] == {"condition": "steering", **task["calibration"]}
+    assert by_method["preference"]["condition"] == "steering:preference" and by_method["preference"]["scale"] == 0.5
+    trained = Vector.load(out / "train" / "vector_preference.safetensors")
+    assert trained.card.method == "preference" and trained.card.recommended_scale == 0.5
     for name in ("report.md", "report.html", "train/metric_vs_scale.png", "train/conditions.png"):
         assert (out / name).stat().st_size > 0
     assert "data:image/png;base64," in (out / "report.html").read_text()
-
-
-@pytest.mark.slow
-def test_bench_methods_mean_diff_and_preference_write_both_conditions(datasets, tmp_path):
-    out = tmp_path / "out"
-    args = _adhoc_refusal_args(datasets, tmp_path, out)
-    args += ["--gen-tokens", "4", "--n-fluency", "2", "--methods", "mean_diff,preference"]
-    args += ["--instruction", "Decline what you should not do."]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    doc = json.loads((out / "results.json").read_text())
-    task = doc["tasks"][0]
-    deltas = {r["condition"]: r for r in task["rows"] if r["metric"] == "delta_p_match"}
-    assert {"steering", "steering:preference", "steering+prompting"} <= set(deltas)
-    assert all(r["n"] == 4 for r in deltas.values())
-    by_method = task["calibration_by_method"]
-    assert by_method["mean_diff"]["condition"] == "steering" and by_method["mean_diff"] == {
-        "condition": "steering",
-        **task["calibration"],
-    }
-    assert by_method["preference"]["condition"] == "steering:preference"
-    assert Vector.load(out / "train" / "vector_preference.safetensors").card.method == "preference"
     report = (out / "report.md").read_text()
     assert "| preference | steering:preference |" in report
     assert f"steering+prompting uses {task['info']['prompting_method']}" in report
