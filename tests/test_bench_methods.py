@@ -55,7 +55,9 @@ def test_two_methods_write_their_own_conditions_calibrations_and_paired_rows(tmp
         == (doc["calibration"]["scale"])
     )
     task = {"name": "agree", **doc}
-    text = markdown({"meta": _meta(), "tasks": [task], "summary": [summarise(task)]})
+    summary = summarise(task)
+    assert {"steering", "steering:preference"} <= set(summary["effects"]) & set(summary["significant"])
+    text = markdown({"meta": _meta(), "tasks": [task], "summary": [summary]})
     assert "| preference | steering:preference |" in text and "| mean_diff | steering |" in text
     assert f"steering+prompting uses {doc['info']['prompting_method']}" in text
 

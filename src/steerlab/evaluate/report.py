@@ -74,20 +74,28 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
     """Goal-signed effects vs unsteered, % of the LoRA effect, fluency, latency and training cost for one axis."""
     goal = task["info"]["goal"]
     base = _primary(task, "unsteered")
+    # Further steering methods (`steering:M`) are summarised like `steering`; the summary table shows the first.
+    by_method = task.get("calibration_by_method") or {}
+    extra = [c["condition"] for c in by_method.values() if c["condition"] not in CONDITIONS]
+    compared = (*CONDITIONS[1:], *extra)
     effects: dict[str, float] = {}
-    for condition in CONDITIONS[1:]:
+    for condition in compared:
         found = _primary(task, condition)
         if found is not None and base is not None:
             effects[condition] = goal * (found["value"] - base["value"])
     lora_effect = effects.get("lora")
-    moved = {c: _moved(task, c, base) for c in CONDITIONS[1:]}
+    moved = {c: _moved(task, c, base) for c in compared}
     # A ratio to a LoRA effect indistinguishable from zero is noise: only report it when LoRA moved the metric.
     significant = bool(moved.get("lora"))
     pct = {
         m: (100 * effects[m] / lora_effect if significant and lora_effect and m in effects else math.nan)
-        for m in METHODS
+        for m in (*METHODS, *extra)
     }
-    fluency = {c: (r or {}).get("value", math.nan) for c in CONDITIONS for r in [_primary(task, c, "fluency_logprob")]}
+    fluency = {
+        c: (r or {}).get("value", math.nan)
+        for c in ("unsteered", *compared)
+        for r in [_primary(task, c, "fluency_logprob")]
+    }
     costs = task["costs"]
     return {
         "name": task["name"],
@@ -95,7 +103,7 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
         "metric": task["info"]["metric"],
         "goal": goal,
         "n_test": task["info"]["n_test"],
-        "values": {c: r["value"] for c in CONDITIONS for r in [_primary(task, c)] if r is not None},
+        "values": {c: r["value"] for c in ("unsteered", *compared) for r in [_primary(task, c)] if r is not None},
         "effects": effects,
         "pct_of_lora": pct,
         "lora_effect_significant": significant,
