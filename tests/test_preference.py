@@ -188,9 +188,9 @@ def test_trained_vector_beats_mean_diff_at_the_same_dose(default_model, datasets
     from steerlab.pairs import read_records
 
     records = read_records(datasets / "caa" / "generate" / "corrigible-neutral-HHH" / "generate_dataset.json")
-    train, test = PairSet.from_records(records[:64]), PairSet.from_records(records[64:96])
+    train, test = PairSet.from_records(records[:40]), PairSet.from_records(records[64:96])
     layers = [12, 13, 14]
-    trained = extract(default_model, train, layers=layers, method="preference", seed=0, progress=False, epochs=2)
+    trained = extract(default_model, train, layers=layers, method="preference", seed=0, progress=False, epochs=1)
     mean_diff = extract(default_model, train, layers=layers, progress=False)
     # The same norm as the trained vector at every layer: the same relative dose, whatever h is.
     matched = Vector(
