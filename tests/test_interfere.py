@@ -357,3 +357,87 @@ def test_greedy_search_when_combinations_are_too_many(tiny) -> None:
     sizes = [len(c.axes) for c in report.combos]
     assert sizes == sorted(sizes, reverse=True)  # it only ever drops axes
     assert all(not c.ok for c in report.combos if len(c.axes) > report.max_axes)
+
+
+class KitScaleTask:
+    """An axis task whose metric is known exactly: each item's base value, plus the scale of this axis's own entry,
+    minus `leak` times the other entries' scales. It shows what the max-axes search does with task metrics."""
+
+    metric = "known"
+    source = "arithmetic"
+
+    def __init__(self, mine: Vector, leak: float, goal: int = 0, n: int = 12) -> None:
+        self.mine, self.leak, self.goal, self.n = mine, leak, goal, n
+
+    @property
+    def n_items(self) -> int:
+        return self.n
+
+    def score(self, model, steering: Kit | None) -> list[float]:
+        entries = steering.entries if steering is not None else []
+        own = sum(e.scale for e in entries if e.vector is self.mine)
+        other = sum(e.scale for e in entries if e.vector is not self.mine)
+        return [0.1 * (i % 3) + own - self.leak * other for i in range(self.n)]
+
+
+def _known_kit(tiny, scales=(1.0, 1.0, 0.0)) -> Kit:
+    vectors = [rand_vector(tiny, s, norm=0.5, name=f"k{s}") for s in (1, 2, 3)]
+    return Kit([KitEntry(v, sc, [1, 2]) for v, sc in zip(vectors, scales, strict=True)])
+
+
+def _known_report(tiny, kit: Kit, leak: float, goals=(0, 0, 0), keep: float = 0.8):
+    tasks = {f"k{s}": KitScaleTask(e.vector, leak, g) for s, e, g in zip((1, 2, 3), kit.entries, goals, strict=True)}
+    pairs = [tiny_pairs(s) for s in (1, 2, 3)]
+    return measure_interference(
+        tiny,
+        kit,
+        pairs,
+        prompts=["hello"],
+        max_new_tokens=3,
+        fluency_tolerance=100.0,
+        keep_fraction=keep,
+        tasks=tasks,
+    )
+
+
+def test_max_axes_is_judged_on_the_task_metrics(tiny) -> None:
+    kit = _known_kit(tiny)
+    # a zero-scale axis has no significant solo effect on its task, so it is not in the search
+    report = _known_report(tiny, kit, leak=0.1)
+    assert report.settings["judged_by"] == "task metrics" and report.effective == ["k1", "k2"]
+    assert report.max_axes == 2 and report.max_axes_set == ["k1", "k2"]
+    both = next(c for c in report.combos if c.axes == ["k1", "k2"])
+    assert both.kept == pytest.approx({"k1": 0.9, "k2": 0.9}) and both.holds == {"k1": True, "k2": True}
+    # each axis loses 70% of its effect when the other is steered too: only one fits
+    leaky = _known_report(tiny, kit, leak=0.7)
+    assert leaky.max_axes == 1
+    assert not next(c for c in leaky.combos if c.axes == ["k1", "k2"]).ok
+    # the threshold is the caller's: keep 25% and the leaky pair fits
+    assert _known_report(tiny, kit, leak=0.7, keep=0.25).max_axes == 2
+
+
+def test_an_axis_that_moves_against_its_goal_does_not_count(tiny) -> None:
+    report = _known_report(tiny, _known_kit(tiny), leak=0.1, goals=(-1, 1, 0))
+    assert report.effective == ["k2"] and report.max_axes == 1 and report.max_axes_set == ["k2"]
+
+
+def test_the_max_axes_sentence_states_the_run_settings() -> None:
+    from steerlab.evaluate.suite_kit import markdown
+
+    section = {
+        "names": ["a"],
+        "task_metrics": ["p_match"],
+        "task_effect": [[0.2]],
+        "task_ci": [[[0.1, 0.3]]],
+        "max_axes": 1,
+        "max_axes_set": ["a"],
+        "effective": ["a"],
+        "json": "i.json",
+        "png": "i.png",
+        "keep_fraction": 0.6,
+        "fluency_tolerance": 0.25,
+        "judged_by": "task metrics",
+    }
+    text = "\n".join(markdown(section))
+    assert "judged on the task metrics" in text and ">= 60% of its solo effect" in text and "within 25%" in text
+    assert "paired 95% CI still excludes 0" in text

@@ -26,6 +26,7 @@ class BenchAxisTask:
     task: Task
     items: Sequence[Any]
     source: str = ""
+    goal: int = 0  # +1 / -1: the way steering this axis should move its metric; 0: either (interference's AxisTask)
 
     @property
     def metric(self) -> str:

@@ -37,7 +37,10 @@ def measure_suite_kit(
         raise SteerlabError(f"no suite axis named {missing}; the suite has {', '.join(by_name)}.")
     names = list(vectors)
     pairs = {n: by_name[n].task.extraction_pairs(list(by_name[n].held or by_name[n].val)) for n in names}
-    tasks = {n: BenchAxisTask(by_name[n].task, list(by_name[n].test)[:n_items], by_name[n].source) for n in names}
+    tasks = {
+        n: BenchAxisTask(by_name[n].task, list(by_name[n].test)[:n_items], by_name[n].source, by_name[n].goal)
+        for n in names
+    }
     return measure_interference(
         base,
         calibrated_kit(vectors),
@@ -79,6 +82,9 @@ def summary(report: InterferenceReport) -> dict[str, Any]:
         "fluency_unsteered": report.fluency_unsteered,
         "fluency_solo": report.fluency_solo,
         "fluency_floor": report.settings["fluency_floor"],
+        "keep_fraction": report.settings["keep_fraction"],
+        "fluency_tolerance": report.settings["fluency_tolerance"],
+        "judged_by": report.settings.get("judged_by", "activation projection"),
         "task_metrics": effects.metrics if effects else [],
         "task_effect": effects.effect if effects else [],
         "task_ci": effects.ci if effects else [],
@@ -104,15 +110,20 @@ def markdown(section: dict[str, Any]) -> list[str]:
         cells = [f"{_signed(v)} [{_signed(lo)}, {_signed(hi)}]" for v, (lo, hi) in zip(row, cis, strict=True)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     chosen = ", ".join(section["max_axes_set"]) or "none"
-    lines += [
-        "",
-        f"Max axes (each keeps >= 80% of its solo effect on the projection measure, fluency within 10%): "
-        f"**{section['max_axes']}** ({chosen}); axes with a measurable solo effect: "
-        f"{', '.join(section['effective']) or 'none'}.",
-        "",
-        f"![interference]({section['png']})",
-    ]
-    return lines
+    return [*lines, "", _max_axes_sentence(section, chosen), "", f"![interference]({section['png']})"]
+
+
+def _max_axes_sentence(section: dict[str, Any], chosen: str) -> str:
+    """The criteria as the run applied them (its settings), not as the code's defaults say they would be."""
+    keep = section.get("keep_fraction", 0.8)
+    tolerance = section.get("fluency_tolerance", 0.1)
+    judged = section.get("judged_by", "activation projection")
+    test = "its paired 95% CI still excludes 0 and " if judged.startswith("task") else ""
+    return (
+        f"Max axes, judged on the {judged} (an axis counts when {test}it keeps >= {keep:.0%} of its solo effect; "
+        f"fluency within {tolerance:.0%} of unsteered): **{section['max_axes']}** ({chosen}); axes with a measurable "
+        f"solo effect: {', '.join(section['effective']) or 'none'}."
+    )
 
 
 def _signed(value: float | None) -> str:

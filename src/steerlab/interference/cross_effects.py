@@ -13,38 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 from steerlab.bootstrap import mean_ci, paired_diffs
 from steerlab.errors import SteerlabError
+from steerlab.interference.axis import AxisTask
+from steerlab.interference.task_runs import TaskRun
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 
 __all__ = ["AxisTask", "TaskCrossEffects", "check_axes", "task_cross_effects"]
-
-
-@runtime_checkable
-class AxisTask(Protocol):
-    """What interference needs from one axis's benchmark: a metric scored per held-out item under some steering."""
-
-    @property
-    def metric(self) -> str:
-        """Name of the per-item metric `score` returns (shown in the report)."""
-        ...
-
-    @property
-    def source(self) -> str:
-        """Where the items come from (a file, a dataset split), for the report."""
-        ...
-
-    @property
-    def n_items(self) -> int:
-        """How many held-out items `score` scores."""
-        ...
-
-    def score(self, model: LoadedModel, steering: Kit | None) -> list[float]:
-        """The metric of every item, in a fixed order, under `steering` (None: unsteered); NaN for unscorable."""
-        ...
 
 
 @dataclass
@@ -78,26 +55,32 @@ def _mean(values: list[float]) -> float:
 
 
 def task_cross_effects(
-    model: LoadedModel, kit: Kit, tasks: Mapping[str, AxisTask], names: Sequence[str]
+    model: LoadedModel,
+    kit: Kit,
+    tasks: Mapping[str, AxisTask],
+    names: Sequence[str],
+    run: TaskRun | None = None,
 ) -> TaskCrossEffects:
-    """The matrix described in the module docstring; `names` label the kit's entries, in order."""
+    """The matrix described in the module docstring; `names` label the kit's entries, in order. `run`: the
+    scores already taken (the max-axes search reuses the solo ones); None starts afresh."""
     labels = list(names)
     if len(labels) != len(kit.entries):
         raise SteerlabError(f"the kit has {len(kit.entries)} entries but {len(labels)} names were given.")
     check_axes(tasks, labels)
-    axis_tasks = [tasks[n] for n in labels]
-    base = [t.score(model, None) for t in axis_tasks]
+    scores = run or TaskRun(model, list(kit.entries), [tasks[n] for n in labels])
+    n = len(labels)
+    base = [scores.score((), j) for j in range(n)]
     effect, ci = [], []
-    for entry in kit.entries:
-        steered = [t.score(model, Kit([entry])) for t in axis_tasks]
+    for i in range(n):
+        steered = [scores.score((i,), j) for j in range(n)]
         effect.append([_mean(s) - _mean(b) for s, b in zip(steered, base, strict=True)])
         ci.append([_paired_ci(s, b) for s, b in zip(steered, base, strict=True)])
     return TaskCrossEffects(
         names=labels,
-        metrics=[t.metric for t in axis_tasks],
+        metrics=[tasks[n].metric for n in labels],
         unsteered=[_mean(b) for b in base],
         effect=effect,
         ci=ci,
-        n_items=[t.n_items for t in axis_tasks],
-        sources=[t.source for t in axis_tasks],
+        n_items=[tasks[n].n_items for n in labels],
+        sources=[tasks[n].source for n in labels],
     )

@@ -10,10 +10,13 @@ in units of that held-out gap (mean positive projection minus mean negative; hel
 activations of the generated text measures what the text expresses, not the vector that was added. The same forward
 pass gives fluency: the mean log-probability of the generated tokens under the unsteered model.
 
-Max axes (search.py): the largest set of axes applied together in which every axis keeps >= `keep_fraction` of its
-solo effect and fluency stays within `fluency_tolerance` of the unsteered generations'.
-
 Task cross-effects (cross_effects.py): the same matrix on each axis's own task metric, when tasks are given.
+
+Max axes (search.py): the largest set of axes applied together in which every axis keeps >= `keep_fraction` of its
+solo effect and fluency stays within `fluency_tolerance` of the unsteered generations'. With tasks, effects are
+judged on the task metrics: an axis counts (is "effective") when its solo paired 95% CI excludes 0 on its goal's
+side, and keeps its effect in a combination when its CI there still does and its mean is >= `keep_fraction` of the
+solo one. Without tasks they are judged on the projection measure (solo shift >= `min_solo_effect` gaps).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import random
 from collections.abc import Mapping, Sequence
 
 from steerlab.errors import SteerlabError
-from steerlab.interference.cross_effects import AxisTask, check_axes, task_cross_effects
+from steerlab.interference.axis import AxisTask
+from steerlab.interference.cross_effects import check_axes, task_cross_effects
 from steerlab.interference.geometry import cosine_by_layer, cosine_matrix, orthogonalize_kit
-from steerlab.interference.heldout import calibrate, unit_direction
+from steerlab.interference.heldout import HeldOut, calibrate, unit_direction
 from steerlab.interference.report import InterferenceReport
 from steerlab.interference.runs import Config, Run
-from steerlab.interference.search import Search, nonzero
+from steerlab.interference.search import Effects, ProjectionJudge, Search, TaskJudge, nonzero
+from steerlab.interference.task_runs import TaskRun
 from steerlab.kit import Kit
 from steerlab.kitfile import entry_names
 from steerlab.models import LoadedModel
@@ -88,6 +93,13 @@ def _config_name(config: Config, labels: list[str]) -> str:
     return "+".join(labels[i] for i in config) or "unsteered"
 
 
+def _effective(run: Run, tasks: TaskRun | None, held: list[HeldOut], min_solo_effect: float) -> list[int]:
+    """The axes the max-axes search considers: a significant solo effect on their task, else a projection shift."""
+    if tasks is not None:
+        return [j for j in range(len(held)) if tasks.holds((j,), j)]
+    return [j for j, h in enumerate(held) if abs(run.shift((j,), j)) >= min_solo_effect * abs(h.gap)]
+
+
 def measure_interference(
     model: LoadedModel,
     kit: Kit,
@@ -108,8 +120,9 @@ def measure_interference(
     """Cosines, measured cross-effects and the "max axes" figure of `kit` on `model` (see the module docstring).
 
     `pairs`: held-out contrastive pairs per axis (by name, or one per entry in order); at most `max_pairs` of each
-    are used. `min_solo_effect`: an axis whose solo shift is below this many held-out gaps counts as inert and is
-    left out of the max-axes search. `max_subsets`: above this many combinations the search turns greedy.
+    are used. `min_solo_effect` (without tasks): an axis whose solo shift is below this many held-out gaps counts as
+    inert and is left out of the max-axes search (with tasks, one whose solo paired CI includes 0 is).
+    `max_subsets`: above this many combinations the search turns greedy.
     `tasks`: an AxisTask with held-out items per axis (by name; the bench's are steerlab.evaluate.axis_tasks); when
     given, the cross-effects are also measured on each axis's task metric.
     """
@@ -126,9 +139,11 @@ def measure_interference(
     run.measure([(), *[(i,) for i in range(n)]])
     base = run.results[()]
     cross = [[run.shift((i,), j) / nonzero(held[j].gap) for j in range(n)] for i in range(n)]
-    effective = [j for j in range(n) if abs(run.shift((j,), j)) >= min_solo_effect * abs(held[j].gap)]
+    task_run = TaskRun(model, list(kit.entries), [tasks[name] for name in labels]) if tasks else None
+    judge: Effects = TaskJudge(task_run) if task_run is not None else ProjectionJudge(run)
+    effective = _effective(run, task_run, held, min_solo_effect)
     floor = base.fluency - fluency_tolerance * abs(base.fluency)
-    search = Search(run, keep_fraction, floor, labels)
+    search = Search(run, judge, keep_fraction, floor, labels)
     best, method = search.max_axes(effective, max_subsets)
     report = InterferenceReport(
         names=labels,
@@ -153,6 +168,7 @@ def measure_interference(
             "fluency_tolerance": fluency_tolerance,
             "fluency_floor": floor,
             "min_solo_effect": min_solo_effect,
+            "judged_by": judge.name,
             "max_new_tokens": max_new_tokens,
             "max_pairs": max_pairs,
             "n_prompts": len(chosen_prompts),
@@ -162,5 +178,5 @@ def measure_interference(
         samples={_config_name(c, labels): m.samples for c, m in run.results.items()},
     )
     if tasks:
-        report.task_effects = task_cross_effects(model, kit, tasks, labels)
+        report.task_effects = task_cross_effects(model, kit, tasks, labels, run=task_run)
     return report

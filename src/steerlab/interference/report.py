@@ -22,6 +22,7 @@ class Combo:
     fluency: float
     fluency_ok: bool
     ok: bool
+    holds: dict[str, bool] = field(default_factory=dict)  # each axis's effect still significant (task judge only)
 
 
 @dataclass
