@@ -187,7 +187,8 @@ def private_uses(src: Path = SRC) -> list[str]:
 
 # Modules that register hooks only to READ block outputs (a hook that returns nothing changes nothing). Steering
 # hooks, the ones that change activations, are installed in steerlab.steering and nowhere else.
-READERS = {"steerlab.capture", "steerlab.interference.readout", "steerlab.residual_norms"}
+# steerlab.experts reads which experts routers select (its router hooks return nothing).
+READERS = {"steerlab.capture", "steerlab.experts", "steerlab.interference.readout", "steerlab.residual_norms"}
 
 
 def hook_registrations(src: Path = SRC) -> dict[str, list[int]]:

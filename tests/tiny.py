@@ -76,6 +76,52 @@ def _configs() -> dict[str, Any]:
 ARCHS = tuple(_configs())
 MOE_ARCHS = ("deepseek_v2", "deepseek_v3", "qwen3_moe", "mixtral")
 
+# Every transformers MoE family with a top-k router that builds from a small config (expert steering's tests).
+# Settings a family does not know are ignored by its config.
+MOE_SETTINGS: dict[str, Any] = {
+    **MOE,
+    "num_local_experts": 4,
+    "head_dim": 8,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "first_k_dense_replace": 0,
+    "moe_layer_freq": 1,
+    "n_group": 1,
+    "topk_group": 1,
+}
+MOE_FAMILIES = (
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "qwen3_next",
+    "deepseek_v2",
+    "deepseek_v3",
+    "olmoe",
+    "flex_olmo",
+    "gpt_oss",
+    "granitemoe",
+    "granitemoeshared",
+    "phimoe",
+    "glm4_moe",
+    "ernie4_5_moe",
+    "hunyuan_v1_moe",
+    "llama4_text",
+    "minimax",
+    "exaone_moe",
+)
+
+
+def tiny_moe(family: str, seed: int = 0) -> LoadedModel:
+    """A tiny random MoE of one family: 4 layers, 4 experts, top-2 (DeepSeek's MLA settings as in `_configs`)."""
+    from transformers import AutoConfig
+
+    if family in ("deepseek_v2", "deepseek_v3"):
+        return tiny_model(family, seed)
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(family, **COMMON, **MOE_SETTINGS)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return wrap_model(model, byte_tokenizer(), name=f"tiny-{family}")
+
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer over printable ASCII, enough to run every text path of the library."""

@@ -13,6 +13,8 @@ from steerlab.errors import SteerlabError
 
 if TYPE_CHECKING:
     from steerlab.card import Card
+    from steerlab.condition import Condition
+    from steerlab.experts import extract_experts
     from steerlab.extraction import extract
     from steerlab.frontdoor import resolve
     from steerlab.generation import generate
@@ -21,10 +23,12 @@ if TYPE_CHECKING:
     from steerlab.pairs import PairSet
     from steerlab.plan import Plan, compile_plan
     from steerlab.steering import apply_plan, steer
-    from steerlab.vector import Vector
+    from steerlab.vector import ExpertVector, Vector
 
 _HOMES = {
     "Card": "steerlab.card",
+    "Condition": "steerlab.condition",
+    "ExpertVector": "steerlab.vector",
     "Kit": "steerlab.kit",
     "KitEntry": "steerlab.kit",
     "LoadedModel": "steerlab.models",
@@ -34,6 +38,7 @@ _HOMES = {
     "apply_plan": "steerlab.steering",
     "compile_plan": "steerlab.plan",
     "extract": "steerlab.extraction",
+    "extract_experts": "steerlab.experts",
     "generate": "steerlab.generation",
     "load_model": "steerlab.models",
     "resolve": "steerlab.frontdoor",
@@ -43,6 +48,8 @@ _HOMES = {
 
 __all__ = [
     "Card",
+    "Condition",
+    "ExpertVector",
     "Kit",
     "KitEntry",
     "LoadedModel",
@@ -53,6 +60,7 @@ __all__ = [
     "apply_plan",
     "compile_plan",
     "extract",
+    "extract_experts",
     "generate",
     "load_model",
     "resolve",

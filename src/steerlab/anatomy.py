@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from steerlab.errors import SteerlabError
+from steerlab.router import find_router, get_path
 
 # Paths tried before the structural search; the search covers anything else that holds its blocks in a ModuleList.
 KNOWN_LAYER_PATHS = (
@@ -20,12 +21,12 @@ KNOWN_LAYER_PATHS = (
     "model.decoder.layers",
     "transformer.layers",
 )
-ROUTER_NAMES = ("mlp.gate", "block_sparse_moe.gate", "mlp.router", "moe.gate")
 
 
 @dataclass(frozen=True)
 class Anatomy:
-    """How to reach a model's decoder blocks, its width and, for Mixture-of-Experts, its routers."""
+    """How to reach a model's decoder blocks, its width and, for Mixture-of-Experts, its routers (block index ->
+    the module that scores the experts; steerlab.router finds them)."""
 
     layer_path: str
     layers: nn.ModuleList = field(repr=False)
@@ -52,15 +53,6 @@ def _config_int(config: Any, *names: str) -> int | None:
     return None
 
 
-def _get_path(root: nn.Module, path: str) -> Any:
-    obj: Any = root
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
 def _structural_search(model: nn.Module, n_layers: int | None) -> str | None:
     """The longest ModuleList of identical blocks whose length matches the configured layer count."""
     best: tuple[int, str] | None = None
@@ -76,12 +68,14 @@ def _structural_search(model: nn.Module, n_layers: int | None) -> str | None:
     return best[1] if best else None
 
 
-def find_anatomy(model: nn.Module, layer_path: str | None = None) -> Anatomy:
+def find_anatomy(model: nn.Module, layer_path: str | None = None, router_path: str | None = None) -> Anatomy:
+    """Blocks at `layer_path` (else found structurally); routers at `router_path` inside each block (e.g.
+    "mlp.gate"; else found structurally). A router_path that matches no block is an error."""
     config = _text_config(getattr(model, "config", None))
     n_cfg = _config_int(config, "num_hidden_layers", "n_layer", "num_layers")
     hidden = _config_int(config, "hidden_size", "n_embd", "d_model")
     path = layer_path or _find_layer_path(model, n_cfg)
-    layers = _get_path(model, path) if path else None
+    layers = get_path(model, path) if path else None
     if not isinstance(layers, nn.ModuleList):
         raise SteerlabError(
             f"could not find the decoder blocks of {type(model).__name__}: looked for a ModuleList at "
@@ -99,27 +93,29 @@ def find_anatomy(model: nn.Module, layer_path: str | None = None) -> Anatomy:
         hidden_size=hidden,
         n_layers=len(layers),
         model_type=str(getattr(config, "model_type", "unknown")),
-        routers=_find_routers(layers),
+        routers=_find_routers(layers, hidden, router_path),
     )
 
 
 def _find_layer_path(model: nn.Module, n_layers: int | None) -> str | None:
     for path in KNOWN_LAYER_PATHS:
-        found = _get_path(model, path)
+        found = get_path(model, path)
         if isinstance(found, nn.ModuleList) and (n_layers is None or len(found) == n_layers):
             return path
     return _structural_search(model, n_layers)
 
 
-def _find_routers(layers: nn.ModuleList) -> dict[int, nn.Module]:
+def _find_routers(layers: nn.ModuleList, hidden: int, router_path: str | None) -> dict[int, nn.Module]:
     routers: dict[int, nn.Module] = {}
     for index, block in enumerate(layers):
-        for name in ROUTER_NAMES:
-            router = _get_path(block, name)
-            # A dense MLP's "gate" is gate_proj, never "gate": a module named gate is a router.
-            if isinstance(router, nn.Module) and not isinstance(router, nn.ModuleList):
-                routers[index] = router
-                break
+        router = find_router(block, hidden, router_path)
+        if router is not None:
+            routers[index] = router
+    if router_path is not None and not routers:
+        raise SteerlabError(
+            f"router_path {router_path!r} names no module with a [n_experts, {hidden}] weight in any block; "
+            "give the path inside one decoder block, e.g. 'mlp.gate'."
+        )
     return routers
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from steerlab.errors import SteerlabError
+
 CARD_KEY = "steerlab.card"
 FORMAT_VERSION = 1
 LAYER_CONVENTION = "block_output"  # direction N is added to the output of decoder block N = hidden_states[N + 1]
@@ -57,3 +59,14 @@ class Card:
         kwargs["norms"] = {int(k): float(v) for k, v in kwargs.get("norms", {}).items()}
         kwargs["diagnostics"] = {int(k): v for k, v in kwargs.get("diagnostics", {}).items()}
         return cls(**kwargs)
+
+
+def check_fingerprint(card: Card, model: Any, what: str = "vector") -> None:
+    """Refuse a model whose architecture fingerprint differs from the one `card` was made on."""
+    fp = card.model_fingerprint
+    if fp and model.fingerprint and fp != model.fingerprint:
+        raise SteerlabError(
+            f"{what} was made for {card.base_model or 'another model'} (fingerprint {fp}), but "
+            f"{model.name} has fingerprint {model.fingerprint}: the architectures differ. "
+            "Make it again on this model, or clear card.model_fingerprint if you know it transfers."
+        )

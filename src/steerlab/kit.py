@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from steerlab.condition import Condition
 from steerlab.errors import SteerlabError
 from steerlab.kitschema import Mode, Positions, check_mode, check_positions
-from steerlab.vector import Vector
+from steerlab.vector import ExpertVector, Vector
 
 __all__ = ["EntrySource", "Kit", "KitCard", "KitEntry", "Mode", "Positions"]
 
 
 @dataclass
 class KitEntry:
-    """One vector as it is to be applied. `layers=None` means every layer the vector has."""
+    """One vector as it is to be applied. `layers=None` means every layer the vector has. `when`: a Condition that
+    must hold for a row's prompt for this entry to steer that row (None: always)."""
 
     vector: Vector
     scale: float = 1.0
     layers: list[int] | None = None
     positions: Positions = "all"
     mode: Mode = "add"
+    when: Condition | None = None
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
         check_positions(self.positions)
+        if isinstance(self.vector, ExpertVector) and self.mode != "add":
+            raise SteerlabError(f"an expert vector adds router-logit offsets; mode {self.mode!r} is for residuals.")
+        if self.when is not None and not isinstance(self.when, Condition):
+            raise SteerlabError(f"'when' must be a steerlab.Condition, got a {type(self.when).__name__}.")
         if self.layers is not None:
             missing = sorted(set(self.layers) - set(self.vector.directions))
             if missing:
@@ -78,10 +86,12 @@ class KitCard:
 
 @dataclass
 class Kit:
-    """A named list of entries; `steer(model, kit)` applies them all through one compiled plan."""
+    """A named list of entries; `steer(model, kit)` applies them all through one compiled plan. `condition`: when
+    set (`kit.when(c)`), the whole kit steers only the rows whose prompt the condition holds for."""
 
     entries: list[KitEntry]
     card: KitCard = field(default_factory=KitCard)
+    condition: Condition | None = None
 
     @classmethod
     def single(
@@ -95,5 +105,21 @@ class Kit:
         return cls([KitEntry(vector, scale, layers, positions, mode)], KitCard(name=vector.card.name))
 
     def scaled(self, factor: float) -> Kit:
-        entries = [KitEntry(e.vector, e.scale * factor, e.layers, e.positions, e.mode) for e in self.entries]
-        return Kit(entries, self.card)
+        entries = [dataclasses.replace(e, scale=e.scale * factor) for e in self.entries]
+        return Kit(entries, self.card, self.condition)
+
+    def when(self, condition: Condition | None) -> Kit:
+        """This kit, applied only to the rows whose prompt `condition` holds for (None: to every row)."""
+        if condition is not None and not isinstance(condition, Condition):
+            raise SteerlabError(f"Kit.when takes a steerlab.Condition, got a {type(condition).__name__}.")
+        return Kit(list(self.entries), self.card, condition)
+
+    def conditions_of(self, entry: KitEntry) -> tuple[Condition, ...]:
+        """Every condition that must hold for `entry` to steer a row: the kit's and the entry's own."""
+        found = [c for c in (self.condition, entry.when) if c is not None]
+        return tuple({c.key: c for c in found}.values())
+
+    @property
+    def conditions(self) -> list[Condition]:
+        found = [c for e in self.entries for c in self.conditions_of(e)]
+        return list({c.key: c for c in found}.values())

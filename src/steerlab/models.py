@@ -63,16 +63,21 @@ class LoadedModel:
 
 
 def wrap_model(
-    hf_model: nn.Module, tokenizer: Any = None, name: str | None = None, layer_path: str | None = None
+    hf_model: nn.Module,
+    tokenizer: Any = None,
+    name: str | None = None,
+    layer_path: str | None = None,
+    router_path: str | None = None,
 ) -> LoadedModel:
-    """Wrap a model already in memory (e.g. a tiny random one in tests)."""
+    """Wrap a model already in memory (e.g. a tiny random one in tests). `router_path`: where a MoE block keeps
+    its router, for models whose routers steerlab does not find by itself."""
     hf_model.eval()
     config = getattr(hf_model, "config", None)
     label = name or str(getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model"))
     return LoadedModel(
         hf_model=hf_model,
         tokenizer=tokenizer,
-        anatomy=find_anatomy(hf_model, layer_path),
+        anatomy=find_anatomy(hf_model, layer_path, router_path),
         name=label,
         fingerprint=fingerprint(hf_model),
     )
@@ -83,10 +88,11 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
     layer_path: str | None = None,
+    router_path: str | None = None,
 ) -> LoadedModel:
     """Load the embedded default (`smollm2-135m`), a local HF folder, a `.gguf` file, or wrap a model object."""
     if isinstance(name_or_path, nn.Module):
-        return wrap_model(name_or_path, layer_path=layer_path)
+        return wrap_model(name_or_path, layer_path=layer_path, router_path=router_path)
     torch_dtype = _resolve_dtype(dtype)
     source = str(name_or_path)
     if source in ALIASES:
@@ -103,7 +109,7 @@ def load_model(
     hf_model, tokenizer = _from_folder(folder, torch_dtype)
     if device is not None:
         hf_model.to(device)
-    loaded = wrap_model(hf_model, tokenizer, name=public_name, layer_path=layer_path)
+    loaded = wrap_model(hf_model, tokenizer, name=public_name, layer_path=layer_path, router_path=router_path)
     return loaded
 
 

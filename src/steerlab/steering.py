@@ -2,8 +2,11 @@
 
 A Plan (plan.py) is applied to a model for the life of a context (`steer`, `apply_plan`): one forward pre-hook on the
 whole model notes each call's phase (prompt or generated tokens) and padding mask, and one forward hook per steered
-decoder block adds (or projects out) the plan's directions in that block's output. Everything that steers comes
-through here: `generate`, the evaluation bench's settings, interference, preference scoring and the server's batcher.
+decoder block adds (or projects out) the plan's directions in that block's output. A conditional plan's block hook
+at a condition's layer reads the condition in prefill (`Plan.decide`) before it steers. Expert entries put a pre-hook
+and a hook on the block's router, which add the plan's logit offsets inside it (steerlab.router.RouterOffset).
+Everything that steers comes through here: `generate`, the evaluation bench's settings, interference, preference
+scoring and the server's batcher.
 
 Other modules register hooks only to read block outputs, never to change them: capture.py (activations for
 extraction; its hook may stop the forward once the deepest block it needs has run), interference/readout.py (the
@@ -24,12 +27,14 @@ from steerlab.errors import SteerlabError
 from steerlab.kit import Mode, Positions
 from steerlab.models import LoadedModel
 from steerlab.plan import GENERATED, PROMPT, LayerOps, Plan, RowSteering, Steerable, compile_plan
+from steerlab.router import RouterOffset, router_weight
 
 
 class _CallState:
     """Per-forward facts the block hooks need: prompt or generated tokens, and which positions are padding."""
 
-    def __init__(self) -> None:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
         self.phase = PROMPT
         self.attention_mask: torch.Tensor | None = None
         # Every steered block of one forward sees the same shape: the padding mask is built once per call.
@@ -46,6 +51,8 @@ class _CallState:
         mask = kwargs.get("attention_mask")
         self.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
         self.valid_cache = {}
+        if self.phase == PROMPT:
+            self.plan.reset()  # a new prompt: its conditions are read afresh
 
 
 def _valid(state: _CallState, hidden: torch.Tensor) -> torch.Tensor | None:
@@ -92,8 +99,11 @@ def _block_hook(plan: Plan, layer: int, state: _CallState) -> Any:
                 f"per-row steering was built for {plan.batch_size} rows, but the batch has {hidden.shape[0]}. "
                 "Give one entry per row (beam search and num_return_sequences multiply rows)."
             )
+        if plan.gates is not None and state.phase == PROMPT:
+            for condition in plan.gates.read_at(layer):
+                plan.decide(condition, condition.scores(hidden, _valid(state, hidden)))
         ops = plan.ops[layer][state.phase]
-        if ops.add is None and not ops.ablate:
+        if not ops.changes_hidden:
             return output
         steered = apply_ops(hidden, ops, _valid(state, hidden))
         return (steered, *output[1:]) if isinstance(output, tuple) else steered
@@ -101,17 +111,52 @@ def _block_hook(plan: Plan, layer: int, state: _CallState) -> Any:
     return hook
 
 
+def _router_hooks(model: LoadedModel, plan: Plan, layer: int, state: _CallState) -> tuple[Any, Any]:
+    """A pre-hook that starts adding this phase's offsets to the router's logits, and a hook that stops it (run
+    on exceptions too, so a failed forward leaves no mode behind)."""
+    router = model.anatomy.routers[layer]
+    weight = router_weight(router, model.hidden_size)
+    assert weight is not None  # anatomy keeps only modules that have one
+    active: list[RouterOffset] = []
+
+    def pre(_module: nn.Module, _args: Any) -> None:
+        ops = plan.ops[layer][state.phase]
+        if ops.router is not None:
+            mode = RouterOffset(weight.shape, ops.router)
+            mode.__enter__()
+            active.append(mode)
+
+    def post(_module: nn.Module, _args: Any, output: Any) -> None:
+        if active:
+            mode = active.pop()
+            mode.__exit__(None, None, None)
+            if output is not None:
+                mode.finish(router)
+
+    return pre, post
+
+
+def _install(model: LoadedModel, plan: Plan, state: _CallState, handles: list[Any]) -> None:
+    """Register every hook, appending each handle at once so that a failure part-way leaves none behind."""
+    handles.append(model.hf_model.register_forward_pre_hook(state.pre_forward, with_kwargs=True, prepend=True))
+    for layer in plan.layers:
+        # prepend: transformers records output_hidden_states with its own permanent block hooks; ours must run
+        # first so that hidden_states[N + 1] (and anything else reading the block output) sees the steered value.
+        hook = _block_hook(plan, layer, state)
+        handles.append(model.layers[layer].register_forward_hook(hook, prepend=True))
+    for layer in plan.router_layers:
+        pre, post = _router_hooks(model, plan, layer, state)
+        router = model.anatomy.routers[layer]
+        handles.append(router.register_forward_pre_hook(pre))
+        handles.append(router.register_forward_hook(post, always_call=True))
+
+
 @contextmanager
 def apply_plan(model: LoadedModel, plan: Plan) -> Iterator[Plan]:
     """Install hooks for `plan`; they are removed on exit, on exceptions too."""
-    state = _CallState()
-    handles = [model.hf_model.register_forward_pre_hook(state.pre_forward, with_kwargs=True, prepend=True)]
+    handles: list[Any] = []
     try:
-        for layer in plan.layers:
-            # prepend: transformers records output_hidden_states with its own permanent block hooks; ours must run
-            # first so that hidden_states[N + 1] (and anything else reading the block output) sees the steered value.
-            hook = _block_hook(plan, layer, state)
-            handles.append(model.layers[layer].register_forward_hook(hook, prepend=True))
+        _install(model, plan, _CallState(plan), handles)
         yield plan
     finally:
         for handle in handles:

@@ -17,8 +17,21 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from steerlab.atomic import atomic_write
-from steerlab.card import CARD_KEY, Card
+from steerlab.card import CARD_KEY, Card, check_fingerprint
 from steerlab.errors import SteerlabError
+from steerlab.router import n_experts
+
+ROUTER_SITE = "router"
+
+
+def read_safetensors(data: bytes, origin: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and header metadata of a safetensors buffer, or a clear error naming `origin`."""
+    try:
+        (length,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
+        return st_load(data), meta
+    except Exception as exc:  # struct, json and safetensors raise several unrelated types for corrupt data
+        raise SteerlabError(f"{origin} is not a readable safetensors {what}: {exc}") from exc
 
 
 @dataclass
@@ -64,13 +77,17 @@ class Vector:
             recommended_scale=Card.recommended_scale,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        vec = Vector(directions, card)
+        vec = type(self)(directions, card)
         vec.card.norms = vec.norms()
         return vec
 
     def _combine(self, other: Vector, sign: float, symbol: str) -> Vector:
         if not isinstance(other, Vector):
             return NotImplemented
+        if type(other) is not type(self):
+            raise SteerlabError(
+                f"cannot combine a {type(self).__name__} with a {type(other).__name__}: put them in one Kit instead."
+            )
         if other.hidden_size != self.hidden_size:
             raise SteerlabError(f"cannot combine vectors of hidden size {self.hidden_size} and {other.hidden_size}.")
         layers = sorted(set(self.directions) | set(other.directions))
@@ -152,13 +169,7 @@ class Vector:
     def from_bytes(cls, data: bytes, origin: str = "bytes") -> Vector:
         """The one way bytes become a Vector (files, store blobs, uploads): safetensors with 'layer.N' tensors and
         the card in the header. `origin` names the source in errors and in the card of a card-less import."""
-        try:
-            (length,) = struct.unpack("<Q", data[:8])
-            header = json.loads(data[8 : 8 + length])
-            meta = header.get("__metadata__") or {}
-            tensors = st_load(data)
-        except Exception as exc:  # struct, json and safetensors raise several unrelated types for corrupt data
-            raise SteerlabError(f"{origin} is not a readable safetensors vector: {exc}") from exc
+        tensors, meta = read_safetensors(data, origin, "vector")
         directions: dict[int, torch.Tensor] = {}
         for key, tensor in tensors.items():
             prefix, _, index = key.partition(".")
@@ -166,6 +177,10 @@ class Vector:
                 raise SteerlabError(f"{origin}: unexpected tensor {key!r}; a vector holds only 'layer.N' tensors.")
             directions[int(index)] = tensor
         card = Card.from_json(meta[CARD_KEY]) if CARD_KEY in meta else Card(metadata={"imported_from": origin})
+        if card.site == ROUTER_SITE:
+            return ExpertVector(directions, card)
+        if cls is ExpertVector:
+            raise SteerlabError(f"{origin} is a residual vector (site {card.site!r}), not an expert vector.")
         return cls(directions, card)
 
     def check_compatible(self, model: Any) -> None:
@@ -182,10 +197,79 @@ class Vector:
                 f"vector has directions for layers {too_deep}, "
                 f"but model {model.name} has blocks 0..{model.n_layers - 1}."
             )
-        fp = self.card.model_fingerprint
-        if fp and model.fingerprint and fp != model.fingerprint:
-            raise SteerlabError(
-                f"vector was made for {self.card.base_model or 'another model'} (fingerprint {fp}), but "
-                f"{model.name} has fingerprint {model.fingerprint}: the architectures differ. "
-                "Extract a vector on this model, or clear card.model_fingerprint if you know it transfers."
-            )
+        check_fingerprint(self.card, model)
+
+
+class ExpertVector(Vector):
+    """Per MoE block, one router-logit offset per expert: steering adds `scale * offsets[N]` to block N's router
+    logits before the router selects its experts (steerlab.router), so selection and routing weights both follow.
+
+    `directions[N]` holds block N's offsets ([n_experts of that block]); blocks may differ in expert count.
+    Saved like a Vector (safetensors, 'layer.N' tensors), its card's site is "router". `extract_experts` makes one
+    from contrastive pairs (log-odds of selection), `from_offsets` by hand."""
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise SteerlabError("an ExpertVector needs offsets for at least one MoE block.")
+        if any(t.ndim != 1 or t.numel() < 2 for t in self.directions.values()):
+            raise SteerlabError("every block's expert offsets must be a 1-D tensor with one value per expert (>= 2).")
+        self.directions = {int(k): v.float() for k, v in sorted(self.directions.items())}
+        self.card.site = ROUTER_SITE
+
+    @property
+    def offsets(self) -> dict[int, torch.Tensor]:
+        return self.directions
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of the model it was made for (its tensors hold experts, not hidden units)."""
+        return int(self.card.hidden_size)
+
+    @classmethod
+    def from_offsets(cls, model: Any, offsets: dict[int, dict[int, float]], name: str = "") -> ExpertVector:
+        """Offsets by hand, {block: {expert: logit offset}}; experts left out get 0."""
+        routers = model.anatomy.routers
+        directions = {}
+        for layer, by_expert in offsets.items():
+            if layer not in routers:
+                raise SteerlabError(
+                    f"block {layer} of {model.name} has no router; its MoE blocks are {sorted(routers) or 'none'}."
+                )
+            row = torch.zeros(n_experts(routers[layer], model.hidden_size))
+            for expert, value in by_expert.items():
+                if not 0 <= int(expert) < row.numel():
+                    raise SteerlabError(f"block {layer} has experts 0..{row.numel() - 1}; expert {expert} is not one.")
+                row[int(expert)] = float(value)
+            directions[int(layer)] = row
+        card = Card(
+            base_model=model.name,
+            model_fingerprint=model.fingerprint,
+            hidden_size=model.hidden_size,
+            n_layers=model.n_layers,
+            method="offsets",
+            name=name,
+        )
+        vector = cls(directions, card)
+        vector.card.norms = vector.norms()
+        return vector
+
+    def check_compatible(self, model: Any) -> None:
+        routers = model.anatomy.routers
+        for layer, row in self.directions.items():
+            if layer not in routers:
+                raise SteerlabError(
+                    f"expert vector {self.card.name or ''} steers the router of block {layer}, but {model.name} has "
+                    f"routers at blocks {sorted(routers) or 'none (it is not a Mixture-of-Experts model)'}."
+                )
+            count = n_experts(routers[layer], model.hidden_size)
+            if count != row.numel():
+                raise SteerlabError(
+                    f"expert vector has {row.numel()} experts at block {layer}, {model.name} has {count} there."
+                )
+        check_fingerprint(self.card, model, "expert vector")
+
+    def normalized(self) -> Vector:
+        raise SteerlabError("expert offsets are logits, not directions: scale them instead of normalising.")
+
+    def orthogonalized(self, other: Vector) -> Vector:
+        raise SteerlabError("expert offsets are logits, not directions: they cannot be orthogonalised.")

@@ -24,6 +24,9 @@ def serve_cmd(
     max_tokens: Annotated[int, typer.Option(help="largest max_tokens a request may ask for")] = 2048,
     dtype: Annotated[str | None, typer.Option(help="float32 (default), bfloat16 or float16")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda, ...")] = None,
+    allow_unsigned: Annotated[
+        bool, typer.Option(help="serve --store content not signed by a trusted key (`steerlab hub trust`)")
+    ] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible API; each request may carry its own steering."""
     from steerlab.defaults import steerlab_home
@@ -36,6 +39,7 @@ def serve_cmd(
         loaded,
         kits_dir=kits,
         store=store,
+        require_trusted=store is not None and not allow_unsigned,
         default=default_kit,
         limits=Limits(max_scale=max_scale, max_vectors=max_vectors),
         audit_path=audit_log or steerlab_home() / "serve-audit.jsonl",

@@ -70,14 +70,16 @@ class Registry:
         store: str | None = None,
         default: str | None = None,
         limits: Limits | None = None,
+        require_trusted: bool = False,
     ) -> None:
+        """`require_trusted`: store refs must be signed by a key this machine trusts (steerlab.hub.trust)."""
         self.model = model
         self.kits_dir = Path(kits_dir).expanduser() if kits_dir is not None else None
         if self.kits_dir is not None and not self.kits_dir.is_dir():
             raise SteerlabError(
                 f"--kits {self.kits_dir} is not a folder; give the folder holding vector and kit files."
             )
-        self.store = _open_store(store) if store else None
+        self.store = _open_store(store, require_trusted) if store else None
         self.limits = limits or Limits()
         self._lock = threading.Lock()
         self._files: dict[Path, tuple[int, Any]] = {}
@@ -368,9 +370,9 @@ class Registry:
         }
 
 
-def _open_store(location: str) -> Store:
+def _open_store(location: str, require_trusted: bool = False) -> Store:
     try:
         from steerlab.hub import open_store
     except ImportError as exc:  # the hub is an optional part of the install
         raise SteerlabError(f"--store needs steerlab.hub, which failed to import: {exc}") from exc
-    return open_store(location)
+    return open_store(location, require_trusted=require_trusted)

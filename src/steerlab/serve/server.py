@@ -31,8 +31,11 @@ def build_service(
     model_id: str | None = None,
     default_max_tokens: int = 256,
     max_tokens_cap: int = 2048,
+    require_trusted: bool = False,
 ) -> Service:
-    registry = Registry(model, kits_dir=kits_dir, store=store, default=default, limits=limits)
+    registry = Registry(
+        model, kits_dir=kits_dir, store=store, default=default, limits=limits, require_trusted=require_trusted
+    )
     config = ServeConfig(
         model_id=model_id or model.name, default_max_tokens=default_max_tokens, max_tokens_cap=max_tokens_cap
     )
