@@ -21,7 +21,7 @@ from test_hub_support import ThreadServer, make_vector
 
 from steerlab.card import CARD_KEY
 from steerlab.errors import SteerlabError
-from steerlab.hub.publish import prepare
+from steerlab.hub.publish import prepare, publish
 from steerlab.hub.store import LocalStore
 from steerlab.hub.validate import check_upload
 from steerlab.kit import Kit
@@ -83,7 +83,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     kit_file = save_kit(Kit.single(vector, scale=0.5, layers=[2]), base / "kit" / "cheer.json")
     store = LocalStore(root)
     for file, ref in ((vector_file, "starter/happy@1.0.0"), (kit_file, "kits/cheer@1.0.0")):
-        store.publish(*prepare(file, ref, ["emotion"], None, key, True))
+        data, pub = prepare(file, ref, ["emotion"], None)
+        publish(store, data, pub, key)
     return Fixture(home, root, vector_file, kit_file, key)
 
 

@@ -46,7 +46,7 @@ def test_api_roundtrip_with_signature(server: ThreadServer, store: LocalStore, t
     assert isinstance(remote, RemoteStore)
     vec = make_vector(7, name="happy")
     data = vec.to_bytes()
-    pub = Publication("starter/happy", tags=["emotion"], description="joyful")
+    pub = Publication("starter/happy@1.0.0", tags=["emotion"], description="joyful")
     sign_publication(data, pub, tmp_path / "key.pem")
     info = remote.publish(data, pub)
     assert info.ref == "starter/happy@1.0.0" and info.signed and info.description == "joyful"
@@ -82,8 +82,8 @@ def test_every_bad_upload_is_refused_and_leaves_the_store_unchanged(
     other_token = store.create_token("other")
     good = make_vector(1).to_bytes()
     assert _post(server.url, "ns/v?version=1.0.0", good, token).status_code == 201
-    signed = Publication("ns/x")
-    sign_publication(make_vector(2).to_bytes(), signed, tmp_path / "key.pem")
+    signed, signed_data = Publication("ns/x@1.0.0"), make_vector(2).to_bytes()
+    sign_publication(signed_data, signed, tmp_path / "key.pem")
     nan = make_vector(3)
     nan.directions[4][7] = float("nan")
     narrow = make_vector(4)
@@ -110,8 +110,10 @@ def test_every_bad_upload_is_refused_and_leaves_the_store_unchanged(
         ("missing token", "ns/w", good, None, {}, 401, "needs its token"),
         ("wrong token", "ns/w", good, "stl_guess", {}, 403, "not valid"),
         ("other namespace's token", "ns/w", good, other_token, {}, 403, "for namespace 'other'"),
-        ("bad signature", "ns/w", good, token, _sig_headers(signed), 400, "bad signature"),
-        ("garbled signature", "ns/w", good, token, _sig_headers(signed, "!!!"), 400, "base64"),
+        ("bad signature", "ns/w?version=1.0.0", good, token, _sig_headers(signed), 400, "bad signature"),
+        ("moved signature", "ns/x?version=1.0.1", signed_data, token, _sig_headers(signed), 400, "bad signature"),
+        ("signed, no version", "ns/w", good, token, _sig_headers(signed), 400, "names its version"),
+        ("garbled signature", "ns/w?version=1.0.0", good, token, _sig_headers(signed, "!!!"), 400, "base64"),
         ("unknown kind", "ns/w?kind=model", good, token, {}, 400, "unknown kind"),
         ("bad kit", "ns/k?kind=kit", b'{"entries": [{"scale": Infinity}]}', token, {}, 400, "finite"),
     ]

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 import torch
@@ -137,20 +138,19 @@ def store_fixture(tmp_path: Path, catalog_url: str | None) -> Iterator[LocalStor
 
 
 # ----- a real uvicorn server in a thread, on a free loopback port -----
-class ThreadServer:
-    def __init__(self, store: LocalStore) -> None:
+class AppServer:
+    """Any ASGI app (a store's, or a test's lying proxy) served by uvicorn on loopback."""
+
+    def __init__(self, app: Any) -> None:
         import uvicorn
 
-        from steerlab.hub.server import create_app
-
-        self.store = store
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(store), host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> ThreadServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.time() + 30
         while not self.server.started:
@@ -162,6 +162,16 @@ class ThreadServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+class ThreadServer(AppServer):
+    """`steerlab hub serve` of `store`, in-process."""
+
+    def __init__(self, store: LocalStore) -> None:
+        from steerlab.hub.server import create_app
+
+        super().__init__(create_app(store))
+        self.store = store
 
 
 @pytest.fixture(name="server")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from steerlab.hub.entry import EntryInfo
     from steerlab.hub.protocol import Store
     from steerlab.hub.store import LocalStore
+    from steerlab.hub.trust import Trust
 
 console = Console()
 hub_app = typer.Typer(help="The Steer Store: publish, find, pull and verify vectors and kits.", no_args_is_help=True)
@@ -30,11 +31,20 @@ KeyOpt = Annotated[Path | None, typer.Option("--key", help="ed25519 signing key 
 SignOpt = Annotated[bool, typer.Option("--sign/--no-sign", help="sign hash + card with your key")]
 
 
-def _open(location: str | Path | None, token: str | None = None, catalog_url: str | None = None) -> Store:
+def _open(
+    location: str | Path | None, token: str | None = None, catalog_url: str | None = None, tofu: bool = False
+) -> Store:
     from steerlab.hub import is_url, open_store
 
-    options = {"catalog_url": catalog_url} if catalog_url and not is_url(location) else {}
-    return open_store(location, token=token, **options)
+    options: dict[str, Any] = {"catalog_url": catalog_url} if catalog_url and not is_url(location) else {}
+    return open_store(location, token=token, tofu=tofu, **options)
+
+
+def _trust_of(store: Any) -> Trust:
+    from steerlab.hub.trust import Trust
+
+    found = getattr(store, "trust", None)
+    return found if isinstance(found, Trust) else Trust.load()
 
 
 def _open_local(root: Path | None, catalog_url: str | None) -> LocalStore:
@@ -47,7 +57,7 @@ def _open_local(root: Path | None, catalog_url: str | None) -> LocalStore:
     return store
 
 
-def _table(entries: list[EntryInfo]) -> Table:
+def _table(entries: list[EntryInfo], trust: Trust) -> Table:
     table = Table("entry", "kind", "base model", "tags", "signed", "effect", "description")
     for info in entries:
         effect = info.metrics.get("accuracy")
@@ -56,7 +66,7 @@ def _table(entries: list[EntryInfo]) -> Table:
             info.kind,
             info.base_model or "-",
             ",".join(info.tags),
-            info.key_id or "no",
+            trust.status(info),  # the key id computed here from the key, never the store's key_id
             "-" if effect is None else f"acc {effect:.2f} @ L{info.metrics.get('best_layer', '?')}{_chance(info)}",
             (info.description or "")[:60],
         )
@@ -67,20 +77,20 @@ def _chance(info: EntryInfo) -> str:
     return " (at chance)" if info.metrics.get("at_chance") else ""
 
 
-def _print_entries(entries: list[EntryInfo], as_json: bool) -> None:
+def _print_entries(entries: list[EntryInfo], as_json: bool, trust: Trust) -> None:
     if as_json:
         typer.echo(json.dumps([info.to_dict() for info in entries], indent=2))
     elif entries:
-        console.print(_table(entries))
+        console.print(_table(entries, trust))
     else:
         console.print("no entries")
 
 
 def _publish(store: Any, file: Path, name: str, tags: list[str], description: str | None, key: Path | None, sign: bool):
-    from steerlab.hub.publish import prepare
+    from steerlab.hub.publish import prepare, publish
 
-    data, pub = prepare(file, name, tags, description, key, sign)
-    info = store.publish(data, pub)
+    data, pub = prepare(file, name, tags, description)
+    info = publish(store, data, pub, key, sign)
     signed = f"signed by {info.key_id}" if info.key_id else "unsigned"
     detail = f"{info.kind}, {info.size} bytes, sha256 {info.sha256[:12]}, {signed}"
     console.print(f"[green]published[/green] {info.ref} ({detail})")
@@ -125,7 +135,8 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List entries (latest version of each)."""
-    _print_entries(_open(source, token).list(namespace=namespace, kind=kind, all_versions=all_versions), as_json)
+    store = _open(source, token)
+    _print_entries(store.list(namespace=namespace, kind=kind, all_versions=all_versions), as_json, _trust_of(store))
 
 
 def search_cmd(
@@ -144,7 +155,8 @@ def search_cmd(
         from steerlab.models import load_model
 
         fit = Fit.of(load_model(fits))
-    _print_entries(_open(source, token).search(text, tag=tag, base_model=base_model, fits=fit), as_json)
+    store = _open(source, token)
+    _print_entries(store.search(text, tag=tag, base_model=base_model, fits=fit), as_json, _trust_of(store))
 
 
 def show_cmd(
@@ -165,8 +177,8 @@ def show_cmd(
     model = f"{info.base_model or '-'} ({info.fingerprint or 'no fingerprint'})"
     console.print(f"base model: {model}, hidden size {info.hidden_size}")
     console.print(f"sha256 {info.sha256}, {info.size} bytes, published {info.published_at}, created {info.created_at}")
-    signed = f"key {info.key_id}" if info.key_id else "unsigned"
-    console.print(f"signature: {signed}; tags: {', '.join(info.tags) or '-'}")
+    signed = f"key {_trust_of(store).status(info)}" if info.signed else "unsigned"
+    console.print(f"signature: {signed} (not checked until pulled); tags: {', '.join(info.tags) or '-'}")
     console.print(f"author: {info.author or '-'}, license: {info.license or '-'}; effect: {json.dumps(info.metrics)}")
     console.print_json(json.dumps(info.card))
 
@@ -177,14 +189,18 @@ def pull_cmd(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (default: NAME.safetensors)")] = None,
     require_signed: Annotated[bool, typer.Option("--require-signed", help="refuse unsigned content")] = False,
     trusted_key: Annotated[
-        list[str] | None, typer.Option("--trusted-key", help="accept only these signing key ids (repeatable)")
+        list[str] | None,
+        typer.Option("--trusted-key", help="accept only this signer: a key id or public key (repeatable)"),
     ] = None,
+    tofu: Annotated[bool, typer.Option("--tofu", help="pin the signer's key if the namespace has no pin yet")] = False,
     token: TokenOpt = None,
 ) -> None:
-    """Download one entry, verifying its hash, card and signature, and write it atomically."""
+    """Download one entry, verifying its hash, card, signature and signer, and write it atomically.
+
+    Pinned namespaces (`steerlab hub trust`) refuse other keys; revoked keys are refused."""
     from steerlab.hub.blobs import BlobStore
 
-    store = _open(source, token)
+    store = _open(source, token, tofu=tofu)
     info, data = store.get_bytes(ref, require_signed=require_signed, trusted_keys=trusted_key)
     target = out or Path(f"{info.name}.{'json' if info.kind == 'kit' else 'safetensors'}")
     if info.kind == "kit":  # with its vectors (found by sha256 in the same store), so the kit file loads
@@ -196,7 +212,7 @@ def pull_cmd(
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         BlobStore.write_file(target, data)
-    signed = f"signature by {info.key_id} verified" if info.key_id else "unsigned"
+    signed = f"signature by {_trust_of(store).status(info)} verified" if info.signed else "unsigned"
     console.print(f"[green]pulled[/green] {info.ref} -> {target} (sha256 {info.sha256[:12]} verified, {signed})")
 
 
@@ -247,7 +263,84 @@ def keygen_cmd(
 
     path = out or default_key_path()
     key = signing.load_or_create_key(path)
-    typer.echo(f"{signing.key_id(signing.public_key_b64(key))}  {path}")
+    public = signing.public_key_b64(key)
+    typer.echo(f"{signing.key_id(public)}  {path}")
+    typer.echo(f"public key: {public}  (what others pin: steerlab hub trust NAMESPACE KEY)")
+
+
+def trust_cmd(
+    namespace: Annotated[str | None, typer.Argument(help="namespace to pin a key for")] = None,
+    key: Annotated[str | None, typer.Argument(help="key id or public key, as `steerlab hub keygen` prints")] = None,
+    note: Annotated[str, typer.Option(help="why this key is trusted (kept in the trust file)")] = "",
+    revoke: Annotated[str | None, typer.Option("--revoke", help="revoke this key (id or public key)")] = None,
+    reason: Annotated[str, typer.Option(help="why the key is revoked")] = "",
+    tofu: Annotated[
+        bool | None, typer.Option("--tofu/--no-tofu", help="pin the first key seen for namespaces without a pin")
+    ] = None,
+    show: Annotated[bool, typer.Option("--list", help="list pins and revoked keys (the default)")] = False,
+    source: Annotated[
+        str | None, typer.Option("--from", help="with --list: also list this store's entries by revoked keys")
+    ] = None,
+    token: TokenOpt = None,
+) -> None:
+    """Pin publisher keys per namespace, revoke keys, list them: the trust file under $STEERLAB_HOME.
+
+    Rotation: pin the publisher's new key beside the old one, then revoke the old one."""
+    from steerlab.hub.trust import Key, TrustFile
+
+    trust = TrustFile.load()
+    if namespace and not key:
+        raise SteerlabError(f"say which key to trust for {namespace!r}: steerlab hub trust {namespace} KEY.")
+    if namespace and key:
+        pin = trust.pin(namespace, Key.parse(key), note)
+        strength = "public key" if pin.key.public_key else "key id"
+        console.print(f"pinned {pin.key.key_id} ({strength}) for namespace {namespace!r} in {trust.path}")
+    if revoke:
+        console.print(f"[yellow]revoked[/yellow] {trust.revoke(Key.parse(revoke), reason).key_id} in every namespace")
+    if tofu is not None:
+        trust.tofu = tofu
+        console.print(f"trust on first use is {'on' if tofu else 'off'}")
+    if (namespace and key) or revoke or tofu is not None:
+        trust.save()
+    if show or not ((namespace and key) or revoke or tofu is not None):
+        _print_trust(trust, _open(source, token) if source else None)
+
+
+def _print_trust(trust: Any, store: Any) -> None:
+    from steerlab.hub import signing
+
+    console.print(f"trust file {trust.path}; trust on first use {'on' if trust.tofu else 'off'}")
+    for namespace, pins in sorted(trust.pins.items()):
+        for pin in pins:
+            revoked = " REVOKED" if pin.key.key_id in trust.revoked else ""
+            console.print(f"  {namespace}: {pin.key.key_id}{revoked} ({pin.source}, {pin.added_at}) {pin.note}")
+    for revocation in trust.revoked.values():
+        console.print(f"revoked {revocation.key_id} on {revocation.revoked_at} {revocation.reason}")
+    if store is None:
+        return
+    signed = [i for i in store.list(all_versions=True) if i.public_key]
+    refused = [i for i in signed if signing.key_id(i.public_key or "") in trust.revoked]
+    for info in refused:
+        console.print(f"[red]refused[/red] {info.ref}: signed by revoked key {signing.key_id(info.public_key or '')}")
+    console.print(f"{len(refused)} entr{'y' if len(refused) == 1 else 'ies'} in {store} signed by revoked keys")
+
+
+def resign_cmd(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME@VERSION")],
+    key: KeyOpt = None,
+    root: RootOpt = None,
+    catalog_url: CatalogOpt = None,
+) -> None:
+    """Re-sign one version of a local store with another key (a key rotation); its content does not change."""
+    from steerlab.hub import signing
+    from steerlab.hub.publish import default_key_path
+
+    store = _open_local(root, catalog_url)
+    info = store.show(ref)
+    private = signing.load_key(key or default_key_path())
+    signature = signing.sign(private, info.kind, info.ref, info.sha256, info.card)
+    new = store.replace_signature(info.ref, signature, signing.public_key_b64(private))
+    console.print(f"re-signed {new.ref} with key {new.key_id}")
 
 
 def serve_cmd(
@@ -276,6 +369,8 @@ def register(app: typer.Typer) -> None:
         ("verify", verify_cmd),
         ("token", token_cmd),
         ("keygen", keygen_cmd),
+        ("trust", trust_cmd),
+        ("resign", resign_cmd),
         ("serve", serve_cmd),
     ):
         hub_app.command(name)(command)

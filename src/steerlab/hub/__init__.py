@@ -25,17 +25,29 @@ def is_url(location: str | Path | None) -> bool:
 
 
 def open_store(
-    path_or_url: str | Path | None = None, token: str | None = None, **options: Any
+    path_or_url: str | Path | None = None,
+    token: str | None = None,
+    require_trusted: bool = False,
+    tofu: bool = False,
+    **options: Any,
 ) -> LocalStore | RemoteStore:
-    """A store at a folder (default $STEERLAB_HOME/store) or behind a server URL; both answer the same calls."""
+    """A store at a folder (default $STEERLAB_HOME/store) or behind a server URL; both answer the same calls.
+
+    Reads obey this machine's trust file (hub/trust.py): pinned namespaces refuse other keys, revoked keys are
+    refused; `require_trusted` refuses anything not signed by a trusted key, `tofu` pins the first key seen.
+    """
+    from steerlab.hub.trust import Trust
+
+    trust = options.pop("trust", None) or Trust.load(required=require_trusted, tofu=tofu)
     if is_url(path_or_url):
         from steerlab.hub.client import RemoteStore
 
-        return RemoteStore(str(path_or_url), token=token, **options)
-    from steerlab.hub.starter_pack import ensure_shipped_pack, is_default_store
+        return RemoteStore(str(path_or_url), token=token, trust=trust, **options)
+    from steerlab.hub.starter_pack import ensure_shipped_pack, is_default_store, manifest_pins
     from steerlab.hub.store import LocalStore
 
-    store = LocalStore(Path(path_or_url) if path_or_url else default_root(), token=token, **options)
+    store = LocalStore(Path(path_or_url) if path_or_url else default_root(), token=token, trust=trust, **options)
     if is_default_store(store):  # the default local store holds the shipped starter pack from its first use
+        trust.builtin = {**trust.builtin, **manifest_pins()}  # its namespace pinned by the package, not the store
         ensure_shipped_pack(store)
     return store

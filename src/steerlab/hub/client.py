@@ -14,6 +14,7 @@ from steerlab.hub.entry import EntryInfo, Fit
 from steerlab.hub.errors import Conflict, Forbidden, HubError, NotFound, TooLarge, Unauthorized
 from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER, Publication
 from steerlab.hub.refs import parse_ref
+from steerlab.hub.trust import Trust
 from steerlab.hub.verify import check_content
 
 if TYPE_CHECKING:
@@ -23,8 +24,10 @@ ERRORS: dict[int, type[HubError]] = {401: Unauthorized, 403: Forbidden, 404: Not
 
 
 class RemoteStore:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0, trust: Trust | None = None) -> None:
         self.url = url.rstrip("/")
+        # Which signers pulls accept (steerlab.hub.open_store passes this machine's trust file and version record).
+        self.trust = trust or Trust()
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -70,10 +73,16 @@ class RemoteStore:
     def get_bytes(
         self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None
     ) -> tuple[EntryInfo, bytes]:
-        """Metadata, then content of exactly that version; checked here, so a tampering server is caught."""
+        """Metadata, then content of exactly that version; checked here, so a tampering server is caught: the
+        signature names the entry, and a signed entry older than one verified before is refused as the latest."""
+        requested = parse_ref(ref)
         info = self.show(ref)
         data = self._call("GET", self._path(info.ref) + "/content").content
-        check_content(info, data, require_signed, trusted_keys)
+        check_content(info, data, require_signed, trusted_keys, self.trust, requested)
+        if info.signed:  # only a signed entry's version is the publisher's word
+            if not requested.version:
+                self.trust.seen.check_latest(self.url, requested.base, info.version)
+            self.trust.seen.record(self.url, requested.base, info.version)
         return info, data
 
     def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Vector:

@@ -1,4 +1,9 @@
-"""Publisher signatures: ed25519 over the blob's sha256 and its card, so a pull can prove nothing was changed."""
+"""Publisher signatures: ed25519 over the entry's ref, the blob's sha256 and its card.
+
+The ref (NAMESPACE/NAME@VERSION) is signed so that a store cannot serve one signed entry under another's name, or an
+older version as the newest: the signature says which entry the publisher meant. Version 1 signatures covered only
+the hash and the card; they are recognised, to say so, and refused.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from steerlab.errors import SteerlabError
 
-DOMAIN = b"steerlab-hub-signature-v1\n"
+DOMAIN = b"steerlab-hub-signature-v2\n"
+LEGACY_DOMAIN = b"steerlab-hub-signature-v1\n"
+KEY_ID_CHARS = 16
 
 
 def canonical_card(card: dict[str, Any]) -> bytes:
@@ -23,8 +30,12 @@ def canonical_card(card: dict[str, Any]) -> bytes:
     return json.dumps(card, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def signed_message(kind: str, sha256: str, card: dict[str, Any]) -> bytes:
-    return DOMAIN + kind.encode() + b"\n" + sha256.encode() + b"\n" + canonical_card(card)
+def signed_message(kind: str, ref: str, sha256: str, card: dict[str, Any]) -> bytes:
+    return DOMAIN + kind.encode() + b"\n" + ref.encode() + b"\n" + sha256.encode() + b"\n" + canonical_card(card)
+
+
+def _legacy_message(kind: str, sha256: str, card: dict[str, Any]) -> bytes:
+    return LEGACY_DOMAIN + kind.encode() + b"\n" + sha256.encode() + b"\n" + canonical_card(card)
 
 
 def generate_key(path: Path) -> Ed25519PrivateKey:
@@ -59,27 +70,48 @@ def public_key_b64(key: Ed25519PrivateKey) -> str:
 
 def key_id(public_b64: str) -> str:
     """A short, stable name for a public key (what people compare and pin)."""
-    return hashlib.sha256(_decode(public_b64, "public key")).hexdigest()[:16]
+    return hashlib.sha256(_decode(public_b64, "public key")).hexdigest()[:KEY_ID_CHARS]
 
 
-def sign(key: Ed25519PrivateKey, kind: str, sha256: str, card: dict[str, Any]) -> str:
-    return base64.b64encode(key.sign(signed_message(kind, sha256, card))).decode()
+def sign(key: Ed25519PrivateKey, kind: str, ref: str, sha256: str, card: dict[str, Any]) -> str:
+    """`ref` is the full NAMESPACE/NAME@VERSION the entry is published as."""
+    return base64.b64encode(key.sign(signed_message(kind, ref, sha256, card))).decode()
 
 
-def verify(public_b64: str, signature_b64: str, kind: str, sha256: str, card: dict[str, Any]) -> None:
-    """Raise SteerlabError unless `signature` is the publisher's signature of exactly this content and card."""
+def verify(public_b64: str, signature_b64: str, kind: str, ref: str, sha256: str, card: dict[str, Any]) -> str:
+    """The key id of `public_b64` (computed here) if `signature` signs exactly this entry, content and card;
+    SteerlabError otherwise."""
+    public = public_key(public_b64)
+    signature = _decode(signature_b64, "signature")
+    try:
+        public.verify(signature, signed_message(kind, ref, sha256, card))
+        return key_id(public_b64)
+    except InvalidSignature:
+        pass
+    if _verifies(public, signature, _legacy_message(kind, sha256, card)):
+        raise SteerlabError(
+            f"{ref}: signed in the version 1 format, which does not name the entry, so a store could serve it under "
+            "any name or version; the publisher must publish it again with a current steerlab (it signs the ref)."
+        )
+    raise SteerlabError(
+        f"bad signature on {ref}: the signature by key {key_id(public_b64)} does not match this entry, content and "
+        "card (it was changed after signing, served under another name or version, or signed by another key)."
+    )
+
+
+def public_key(public_b64: str) -> Ed25519PublicKey:
     raw_key = _decode(public_b64, "public key")
     if len(raw_key) != 32:
         raise SteerlabError("the publisher's public key is not a 32-byte ed25519 key.")
+    return Ed25519PublicKey.from_public_bytes(raw_key)
+
+
+def _verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(raw_key).verify(
-            _decode(signature_b64, "signature"), signed_message(kind, sha256, card)
-        )
-    except InvalidSignature as exc:
-        raise SteerlabError(
-            f"bad signature: the signature by key {key_id(public_b64)} does not match this content and card "
-            "(it was changed after signing, or signed by another key)."
-        ) from exc
+        public.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _decode(text: str, what: str) -> bytes:

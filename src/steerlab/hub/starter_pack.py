@@ -20,6 +20,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.hub import signing
 from steerlab.hub.blobs import sha256_hex
+from steerlab.hub.trust import Key
 from steerlab.hub.validate import check_upload
 
 MANIFEST = "manifest.json"
@@ -95,8 +96,8 @@ def sign_pack(
         card = check_upload(data, "vector", max_bytes=len(data)).card
         digest = sha256_hex(data)
         tags, description = describe(name)
-        signature = signing.sign(key, "vector", digest, card)
         ref = f"{namespace}/{name}@{version}"
+        signature = signing.sign(key, "vector", ref, digest, card)
         entries.append(PackEntry(name, ref, file, digest, len(data), sorted(tags), description, signature))
     manifest = Manifest(namespace, version, signing.public_key_b64(key), entries)
     (pack_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
@@ -112,7 +113,7 @@ def entry_bytes(entry: PackEntry, manifest: Manifest, pack_dir: Path) -> bytes:
     if sha256_hex(data) != entry.sha256:
         raise SteerlabError(f"{path} does not match the sha256 in the pack manifest: it was changed after signing.")
     card = check_upload(data, "vector", max_bytes=len(data)).card
-    signing.verify(manifest.public_key, entry.signature, "vector", entry.sha256, card)
+    signing.verify(manifest.public_key, entry.signature, "vector", entry.ref, entry.sha256, card)
     return data
 
 
@@ -132,8 +133,9 @@ def install_shipped_pack(
 ) -> InstallReport:
     """Publish every verified vector of the pack into `store` (a LocalStore or RemoteStore) that is not there yet.
 
-    Idempotent: an entry already there with the same content counts as present. Published versions are immutable, so
-    an entry whose ref holds other content (an older build, or one removed on purpose) is left as it is and reported.
+    Idempotent: an entry already there with the same content counts as present (re-signed in a local store when the
+    pack was re-signed since). Published versions are immutable, so an entry whose ref holds other content (an older
+    build, or one removed on purpose) is left as it is and reported.
     """
     from steerlab.hub.errors import Conflict, NotFound
     from steerlab.hub.store import Publication
@@ -145,7 +147,10 @@ def install_shipped_pack(
         data = entry_bytes(entry, manifest, folder)
         try:
             held = store.show(entry.ref)
-            (report.present if held.sha256 == entry.sha256 else report.conflicts).append(entry.ref)
+            same = held.sha256 == entry.sha256
+            if same and held.signature != entry.signature and hasattr(store, "replace_signature"):
+                store.replace_signature(entry.ref, entry.signature, manifest.public_key)
+            (report.present if same else report.conflicts).append(entry.ref)
             continue
         except NotFound:
             pass
@@ -163,6 +168,16 @@ def install_shipped_pack(
             f"installed, {len(report.present)} already there, {len(report.conflicts)} kept as the store has them"
         )
     return report
+
+
+def manifest_pins(pack_dir: Path | None = None) -> dict[str, list[Key]]:
+    """The pack's namespace trusted by the public key in the manifest that ships with the package (not by what a
+    store says); none when the package ships no pack."""
+    folder = pack_dir or shipped_dir()
+    if not (folder / MANIFEST).is_file():
+        return {}
+    manifest = read_manifest(folder)
+    return {manifest.namespace: [Key(manifest.key_id, manifest.public_key)]}
 
 
 def is_default_store(store: Any) -> bool:

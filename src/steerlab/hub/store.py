@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -23,6 +24,7 @@ from steerlab.hub.entry import EntryInfo, Fit
 from steerlab.hub.errors import Conflict, Forbidden, NotFound, Unauthorized
 from steerlab.hub.protocol import Publication
 from steerlab.hub.refs import Ref, Version, check_name, parse_ref
+from steerlab.hub.trust import Trust
 from steerlab.hub.validate import DEFAULT_MAX_BYTES, Checked, check_upload
 from steerlab.hub.verify import VerifyReport, check_content, verify_store
 
@@ -63,8 +65,11 @@ class LocalStore:
         catalog_url: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         token: str | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
+        # Which signers reads accept (steerlab.hub.open_store passes this machine's trust file).
+        self.trust = trust or Trust()
         self.root.mkdir(parents=True, exist_ok=True)
         self.catalog_url = self._catalog_url(catalog_url)
         self.max_bytes = max_bytes
@@ -163,7 +168,7 @@ class LocalStore:
         self.check_write(ref.namespace, access)
         checked = check_upload(data, pub.kind, self.max_bytes)
         digest = incoming.digest if incoming is not None else sha256_hex(data)
-        key_id = _check_signature(pub, checked, digest)
+        key_id = _check_signature(pub, ref, checked, digest)
         tags = _check_tags(pub.tags)
         if ref.version and self._taken(ref):
             raise _version_taken(ref)
@@ -256,7 +261,7 @@ class LocalStore:
         """The content, after checking its hash, its card against the catalogue, and its signature."""
         info = self.show(ref, access)
         data = self.blobs.read(info.sha256)
-        check_content(info, data, require_signed, trusted_keys)
+        check_content(info, data, require_signed, trusted_keys, self.trust, parse_ref(ref))
         return info, data
 
     def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Vector:
@@ -353,6 +358,22 @@ class LocalStore:
             self.blobs.delete(info.sha256)
         return info
 
+    def replace_signature(self, ref: str, signature: str, public_key: str, access: Access | None = None) -> EntryInfo:
+        """Re-sign one version (a key rotation, or a re-signed pack): the content stays, the new signature must
+        verify against it first. Needs write access to the namespace."""
+        wanted = parse_ref(ref)
+        if not wanted.version:
+            raise SteerlabError(f"say which version to re-sign: {wanted.base}@VERSION.")
+        self.check_write(wanted.namespace, access)
+        info = self.show(ref, access)
+        unsigned = dataclasses.replace(info, signature=None, public_key=None, key_id=None)
+        check_content(unsigned, self.blobs.read(info.sha256))  # the blob is what the catalogue says, whoever signed
+        key_id = signing.verify(public_key, signature, info.kind, info.ref, info.sha256, info.card)
+        with self.sessions.begin() as session:
+            row = session.get(Entry, self._resolve(ref, access).id)
+            row.signature, row.public_key, row.key_id = signature, public_key, key_id
+            return EntryInfo.from_row(row)
+
     def verify(self, clean: bool = False) -> VerifyReport:
         """Every live entry's content against its catalogue row; leftovers reported (and, with clean, removed)."""
         return verify_store([EntryInfo.from_row(row) for row in self._rows()], self.blobs, clean)
@@ -384,13 +405,17 @@ def _check_tags(tags: Iterable[str]) -> list[str]:
     return unique
 
 
-def _check_signature(pub: Publication, checked: Checked, digest: str) -> str | None:
+def _check_signature(pub: Publication, ref: Ref, checked: Checked, digest: str) -> str | None:
     if bool(pub.signature) != bool(pub.public_key):
         raise SteerlabError("a signature needs its public key and a public key its signature: send both or neither.")
     if not pub.signature or not pub.public_key:
         return None
-    signing.verify(pub.public_key, pub.signature, checked.kind, digest, checked.card)
-    return signing.key_id(pub.public_key)
+    if not ref.version:
+        raise SteerlabError(
+            f"a signed upload names its version ({ref}@VERSION): the signature covers NAMESPACE/NAME@VERSION. "
+            "`steerlab hub push` picks the next free version itself."
+        )
+    return signing.verify(pub.public_key, pub.signature, checked.kind, str(ref), digest, checked.card)
 
 
 def _entry_row(

@@ -10,28 +10,53 @@ from steerlab.errors import SteerlabError
 from steerlab.hub import signing
 from steerlab.hub.blobs import BlobStore, sha256_hex
 from steerlab.hub.entry import EntryInfo
+from steerlab.hub.refs import Ref
+from steerlab.hub.trust import Trust
 from steerlab.hub.validate import check_upload
 
 STALE_AFTER_S = 3600.0  # younger temp files and orphans may belong to an upload that is still in progress
 
 
 def check_content(
-    info: EntryInfo, data: bytes, require_signed: bool = False, trusted_keys: Iterable[str] | None = None
+    info: EntryInfo,
+    data: bytes,
+    require_signed: bool = False,
+    trusted_keys: Iterable[str] | None = None,
+    trust: Trust | None = None,
+    requested: Ref | None = None,
 ) -> None:
-    """Refuse content whose hash, card or signature does not match what the catalogue says about it."""
+    """Refuse content whose hash, card or signature does not match what the catalogue says about it, an entry other
+    than the one `requested`, and a signer that `trust` and `trusted_keys` do not accept.
+
+    The signature covers the entry's ref, hash and card, and it is checked against the key that the store sent; what
+    makes that key trusted is decided by `trust` from the key itself, never from the store's `key_id`.
+    """
+    if requested is not None:
+        _check_requested(info, requested)
     actual = sha256_hex(data)
     if actual != info.sha256:
         raise SteerlabError(f"{info.ref}: content hash {actual[:12]} differs from the catalogue's {info.sha256[:12]}.")
     checked = check_upload(data, info.kind, max_bytes=max(len(data), 1))
     if checked.card != info.card:
         raise SteerlabError(f"{info.ref}: the card in the catalogue differs from the card inside the content.")
+    if bool(info.signature) != bool(info.public_key):
+        raise SteerlabError(f"{info.ref}: the store sent half a signature (a signature without its key or back).")
+    signer = None
     if info.signature and info.public_key:
-        signing.verify(info.public_key, info.signature, info.kind, info.sha256, checked.card)
-    elif require_signed:
-        raise SteerlabError(f"{info.ref} is not signed, and signed content was required (--require-signed).")
-    trusted = set(trusted_keys or ())
-    if trusted and info.key_id not in trusted:
-        raise SteerlabError(f"{info.ref} is signed by key {info.key_id or 'none'}, not one of the trusted keys.")
+        key_id = signing.verify(info.public_key, info.signature, info.kind, info.ref, info.sha256, checked.card)
+        if info.key_id and info.key_id != key_id:
+            raise SteerlabError(
+                f"{info.ref}: the store names key {info.key_id}, but the key that signed is {key_id}: refused (the "
+                "store is lying or broken)."
+            )
+        signer = info.public_key
+    (trust or Trust()).check(info, signer, trusted_keys, require_signed)
+
+
+def _check_requested(info: EntryInfo, requested: Ref) -> None:
+    same = (info.namespace, info.name) == (requested.namespace, requested.name)
+    if not same or (requested.version and info.version != requested.version):
+        raise SteerlabError(f"asked for {requested}, the store answered with {info.ref}: refused.")
 
 
 @dataclass
