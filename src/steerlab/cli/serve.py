@@ -1,4 +1,4 @@
-"""`steerlab serve`: the OpenAI-compatible server with per-request steering and the slider page."""
+"""`steerlab serve`: the OpenAI-compatible server with per-request steering and the slider page; `serve keygen`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import typer
 
 from steerlab.defaults import DEFAULT_MODEL
 
+serve_app = typer.Typer(
+    help="Serve a model over an OpenAI-compatible API; each request may carry its own steering.",
+    invoke_without_command=True,
+)
 
+
+@serve_app.callback()
 def serve_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")] = DEFAULT_MODEL,
     kits: Annotated[Path | None, typer.Option(help="folder of vectors (NAME.safetensors) and kits (NAME.json)")] = None,
     store: Annotated[str | None, typer.Option(help="a vector store: folder or http(s) URL")] = None,
@@ -27,13 +34,30 @@ def serve_cmd(
     allow_unsigned: Annotated[
         bool, typer.Option(help="serve --store content not signed by a trusted key (`steerlab hub trust`)")
     ] = False,
+    api_keys: Annotated[
+        Path | None, typer.Option(help="key file (`steerlab serve keygen`): every /v1 request needs a valid key")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="allow a non-loopback --host without --api-keys (anyone reaching it may steer)")
+    ] = False,
+    protect: Annotated[
+        list[str] | None,
+        typer.Option(help="protected direction (vector file or store ref, e.g. starter/refusal); repeatable"),
+    ] = None,
+    protect_threshold: Annotated[
+        float | None, typer.Option(help="largest relative dose a request may cancel a protected direction by")
+    ] = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible API; each request may carry its own steering."""
+    if ctx.invoked_subcommand is not None:
+        return
     from steerlab.defaults import steerlab_home
+    from steerlab.guard.screen import DEFAULT_THRESHOLD
     from steerlab.models import load_model
     from steerlab.serve.registry import Limits
-    from steerlab.serve.server import build_service, serve
+    from steerlab.serve.server import build_service, check_listen, serve
 
+    check_listen(host, authenticated=api_keys is not None, insecure=insecure)  # before minutes of model loading
     loaded = load_model(model, dtype=dtype, device=device)
     service = build_service(
         loaded,
@@ -46,10 +70,49 @@ def serve_cmd(
         max_batch=max_batch,
         model_id=model if not Path(model).exists() else loaded.name,
         max_tokens_cap=max_tokens,
+        api_keys=api_keys,
+        protect=protect or (),
+        protect_threshold=DEFAULT_THRESHOLD if protect_threshold is None else protect_threshold,
     )
-    typer.echo(f"serving {service.config.model_id} on http://{host}:{port} (page at /, API at /v1)")
+    guarded = f", protecting {', '.join(service.guard.names)}" if service.guard is not None else ""
+    keyed = f", {api_keys} keys required" if api_keys is not None else ""
+    typer.echo(f"serving {service.config.model_id} on http://{host}:{port} (page at /, API at /v1{keyed}{guarded})")
     serve(service, host=host, port=port)
 
 
+@serve_app.command("keygen")
+def keygen_cmd(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="who the key is for (the audit log's principal)")],
+    keys: Annotated[Path, typer.Option("--keys", help="the key file to add it to (created if missing)")],
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="a name it may steer with: vector, kit, ns/* (a store namespace) or * [default: *]"),
+    ] = None,
+    max_scale: Annotated[float | None, typer.Option(help="its largest |scale| [default: the server's cap]")] = None,
+    rate: Annotated[str | None, typer.Option(help="its rate limit, COUNT/PERIOD: 60/min, 10/s, 1000/day")] = None,
+) -> None:
+    """Add an API key to a key file: the secret is printed once; the file keeps only its sha256."""
+    from steerlab.serve.keys import add_key
+
+    key, secret = add_key(keys, key_id, list(allow or ["*"]), max_scale, rate)
+    typer.echo(secret)
+    limits = f"allow {', '.join(key.allow)}; max scale {key.max_scale or 'server cap'}; rate {key.rate or 'none'}"
+    typer.echo(f"key {key.id!r} added to {keys} ({limits}). Keep the secret above: it is not stored.", err=True)
+
+
+@serve_app.command("norms")
+def norms_cmd(
+    out: Annotated[Path, typer.Option("--out", help="the reference-norms JSON to write")],
+    model: Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")] = DEFAULT_MODEL,
+) -> None:
+    """Measure a model's reference residual norms: what a store without that model needs to screen its uploads."""
+    from steerlab.guard.norms import measure_reference_norms, write_norms
+    from steerlab.models import load_model
+
+    loaded = load_model(model)
+    write_norms(out, loaded.name, loaded.fingerprint, measure_reference_norms(loaded))
+    typer.echo(f"wrote the reference norms of {loaded.name} (fingerprint {loaded.fingerprint}) to {out}")
+
+
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve_cmd)
+    app.add_typer(serve_app, name="serve")

@@ -79,4 +79,4 @@ def load_protected(
     name = vector.card.name or found.sources[0].name
     if norms is None:
         norms = shipped_norms(vector.card.model_fingerprint, vector.card.base_model)
-    return protect_vector(vector, f"{name} ({address})" if name != address else name, norms, parsed.layers)
+    return protect_vector(vector, name, norms, parsed.layers)

@@ -16,11 +16,18 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from steerlab.errors import SteerlabError
+from steerlab.serve.access import allows
 from steerlab.serve.errors import ApiError, error_body
+from steerlab.serve.keys import ApiKey
 from steerlab.serve.protocol import ChatRequest, CompletionRequest, SamplingFields
 from steerlab.serve.service import Run, Service
 
 STATIC = Path(__file__).parent / "static"
+OPEN_PATHS = ("/", "/health")  # and /static/: the page and liveness need no key; everything else does
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith("/static/")
 
 
 def create_app(service: Service) -> FastAPI:
@@ -32,6 +39,7 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="steerlab serve", lifespan=lifespan)
     app.state.service = service
     _errors(app)
+    _authentication(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -49,8 +57,12 @@ def create_app(service: Service) -> FastAPI:
         return {"object": "list", "data": [card]}
 
     @app.get("/v1/steering")
-    async def steering() -> dict[str, Any]:
-        return await asyncio.to_thread(service.registry.catalogue)
+    async def steering(request: Request) -> dict[str, Any]:
+        catalogue = await asyncio.to_thread(service.registry.catalogue)
+        key = _principal(request)
+        if key is not None:  # a key sees what it may steer with
+            catalogue["data"] = [item for item in catalogue["data"] if allows(key, item["id"])]
+        return catalogue
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, request: Request) -> Any:
@@ -63,10 +75,29 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
+def _authentication(app: FastAPI, service: Service) -> None:
+    """With --api-keys, every path but the page and /health needs a valid key, checked before the body is read."""
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        if service.keys is not None and not _is_open(request.url.path):
+            try:
+                request.state.principal = service.keys.authenticate(request.headers.get("authorization"))
+            except ApiError as exc:
+                client = request.client.host if request.client else None
+                service.log_unauthenticated(request.url.path, client, exc)
+                return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        return await call_next(request)
+
+
+def _principal(request: Request) -> ApiKey | None:
+    return getattr(request.state, "principal", None)
+
+
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(SteerlabError)
     async def steerlab_error(_request: Request, exc: SteerlabError) -> JSONResponse:
@@ -91,28 +122,32 @@ def _errors(app: FastAPI) -> None:
 async def _complete(service: Service, body: ChatRequest | CompletionRequest, request: Request, kind: str) -> Any:
     endpoint = request.url.path
     client = request.client.host if request.client else None
+    key = _principal(request)
+    who = key.id if key is not None else None
     try:
         service.check_model(body.model)
         resolved = await asyncio.to_thread(service.registry.resolve, body.steering)
+        service.admit(key, body.steering, resolved)
         if isinstance(body, ChatRequest):
             prompts = [service.chat_ids(body.messages)]
         else:
             prompts = [service.text_ids(p) for p in body.prompts()]
         run = service.start(body, resolved, prompts)
     except ApiError as exc:
-        service.log(endpoint, body, None, "rejected", client, error=exc.code)
+        service.log(endpoint, body, None, "rejected", client, who, error=exc.code)
         raise
     if body.stream:
-        return StreamingResponse(_stream(service, body, run, kind, endpoint, client), media_type="text/event-stream")
+        events = _stream(service, body, run, kind, endpoint, client, who)
+        return StreamingResponse(events, media_type="text/event-stream")
     try:
         async for _ in run.events():
             pass
     except ApiError as exc:
-        service.log(endpoint, body, run, "error", client, error=exc.message)
+        service.log(endpoint, body, run, "error", client, who, error=exc.message)
         raise
     finally:
         run.cancel()  # no-op when finished; stops the rows when this handler is cancelled
-    service.log(endpoint, body, run, "ok", client)
+    service.log(endpoint, body, run, "ok", client, who)
     return _response(service, run, kind)
 
 
@@ -152,7 +187,13 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 
 async def _stream(
-    service: Service, body: SamplingFields, run: Run, kind: str, endpoint: str, client: str | None
+    service: Service,
+    body: SamplingFields,
+    run: Run,
+    kind: str,
+    endpoint: str,
+    client: str | None,
+    who: str | None,
 ) -> AsyncIterator[str]:
     """OpenAI's chunk format: a role chunk per choice (chat), text deltas, a finish chunk, optional usage, [DONE]."""
     usage_wanted = body.stream_options is not None and body.stream_options.include_usage
@@ -176,7 +217,7 @@ async def _stream(
         yield _sse(exc.body())
     finally:
         run.cancel()
-        service.log(endpoint, body, run, status, client)
+        service.log(endpoint, body, run, status, client, who)
 
 
 def _chunk(

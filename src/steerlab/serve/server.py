@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import uvicorn
 
 from steerlab.errors import SteerlabError
+from steerlab.guard.screen import DEFAULT_THRESHOLD, Guard
 from steerlab.models import LoadedModel
+from steerlab.serve.access import KeyRing
 from steerlab.serve.app import create_app
 from steerlab.serve.audit import AuditLog
 from steerlab.serve.batcher import Batcher
@@ -32,15 +36,56 @@ def build_service(
     default_max_tokens: int = 256,
     max_tokens_cap: int = 2048,
     require_trusted: bool = False,
+    api_keys: str | Path | KeyRing | None = None,
+    protect: Sequence[str] = (),
+    protect_threshold: float = DEFAULT_THRESHOLD,
 ) -> Service:
+    """`api_keys`: a key file (or KeyRing); None serves without authentication. `protect`: addresses of protected
+    directions, screened against each request's combined steering (steerlab.guard)."""
     registry = Registry(
         model, kits_dir=kits_dir, store=store, default=default, limits=limits, require_trusted=require_trusted
     )
     config = ServeConfig(
         model_id=model_id or model.name, default_max_tokens=default_max_tokens, max_tokens_cap=max_tokens_cap
     )
+    keys = KeyRing.load(Path(api_keys)) if isinstance(api_keys, str | Path) else api_keys
+    guard = build_guard(model, protect, protect_threshold, registry.store) if protect else None
     batcher = Batcher(model, max_batch=max_batch, max_prefill_tokens=max_prefill_tokens)
-    return Service(model, registry, batcher, AuditLog(audit_path), config)
+    return Service(model, registry, batcher, AuditLog(audit_path), config, keys=keys, guard=guard)
+
+
+def build_guard(model: LoadedModel, protect: Sequence[str], threshold: float, store: object = None) -> Guard:
+    """Protected directions measured against the served model's own residual norms (store refs: the server's store,
+    else the default local one, which holds the starter pack)."""
+    from steerlab.guard.norms import measure_reference_norms
+    from steerlab.guard.protected import load_protected
+
+    norms = measure_reference_norms(model)
+    return Guard([load_protected(address, norms, store, model) for address in protect], threshold)
+
+
+def check_listen(host: str, authenticated: bool, insecure: bool = False) -> None:
+    """Without API keys the server answers anyone who can reach it: only loopback, unless --insecure says so."""
+    if authenticated or insecure or is_loopback(host):
+        return
+    raise SteerlabError(
+        f"--host {host} is reachable from other machines, and this server has no --api-keys: anyone who reaches it "
+        "could steer the model. Give --api-keys FILE (make one with `steerlab serve keygen`), listen on 127.0.0.1, "
+        "or pass --insecure if you mean it."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Every address `host` resolves to is a loopback one (a name that does not resolve is not loopback)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def serve(service: Service, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -12,11 +12,14 @@ from typing import Any
 
 from steerlab import prompts
 from steerlab.errors import SteerlabError
+from steerlab.guard.screen import Guard
 from steerlab.models import LoadedModel
+from steerlab.serve.access import KeyRing, authorize
 from steerlab.serve.audit import AuditLog
 from steerlab.serve.batcher import Batcher, Event, Job
 from steerlab.serve.errors import ApiError
-from steerlab.serve.protocol import ChatMessage, SamplingFields
+from steerlab.serve.keys import ApiKey
+from steerlab.serve.protocol import ChatMessage, SamplingFields, Steering
 from steerlab.serve.registry import Registry, Resolved
 from steerlab.serve.sampling import Sampling
 from steerlab.serve.textstream import TextStream
@@ -84,13 +87,31 @@ class Run:
 
 class Service:
     def __init__(
-        self, model: LoadedModel, registry: Registry, batcher: Batcher, audit: AuditLog, config: ServeConfig
+        self,
+        model: LoadedModel,
+        registry: Registry,
+        batcher: Batcher,
+        audit: AuditLog,
+        config: ServeConfig,
+        keys: KeyRing | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.model = model
         self.registry = registry
         self.batcher = batcher
         self.audit = audit
         self.config = config
+        self.keys = keys  # None: no authentication (the server then listens on loopback only)
+        self.guard = guard  # None: no protected directions
+
+    def admit(self, key: ApiKey | None, spec: Steering, resolved: Resolved) -> None:
+        """The checks after resolution: what the key may use, then the protected directions (on the combined kit)."""
+        if key is not None:
+            authorize(key, spec, resolved.kit)
+        if self.guard is not None:
+            breach = self.guard.screen(resolved.kit)
+            if breach is not None:
+                raise ApiError(breach.message(), code="protected_direction", param="steering")
 
     # ----- checks and encoding -----
     def check_model(self, name: str) -> None:
@@ -156,8 +177,16 @@ class Service:
         return run
 
     def log(
-        self, endpoint: str, body: SamplingFields, run: Run | None, status: str, client: str | None, **extra: Any
+        self,
+        endpoint: str,
+        body: SamplingFields,
+        run: Run | None,
+        status: str,
+        client: str | None,
+        principal: str | None = None,
+        **extra: Any,
     ) -> None:
+        """`principal`: the authenticated key's id (None without --api-keys); `user` is only what the client says."""
         resolved = run.resolved if run is not None else None
         self.audit.write(
             {
@@ -165,6 +194,7 @@ class Service:
                 "endpoint": endpoint,
                 "model": self.config.model_id,
                 "client": client,
+                "principal": principal,
                 "user": body.user,
                 "status": status,
                 "kit": resolved.label if resolved is not None else None,
@@ -176,6 +206,18 @@ class Service:
                 "completion_tokens": run.completion_tokens if run is not None else 0,
                 "finish_reasons": [c.finish_reason for c in run.choices] if run is not None else [],
                 **extra,
+            }
+        )
+
+    def log_unauthenticated(self, endpoint: str, client: str | None, error: ApiError) -> None:
+        self.audit.write(
+            {
+                "endpoint": endpoint,
+                "model": self.config.model_id,
+                "client": client,
+                "principal": None,
+                "status": "unauthorized" if error.status == 401 else "rejected",
+                "error": error.code,
             }
         )
 
