@@ -89,6 +89,11 @@ def _store_kit(store: Any, info: Any, data: bytes, model: Any) -> Found:
     from steerlab.hub.content import fetch_kit
 
     stored = fetch_kit(store, info, data)
+    if "when" in stored.document or any("when" in record for record in stored.document["entries"]):
+        raise SteerlabError(
+            f"store kit {info.ref} has conditions ('when'); the store does not carry condition files yet: share "
+            "it as a kit file with its condition files beside it."
+        )
     entries, sources = [], []
     for index, (record, (entry_info, entry_data)) in enumerate(
         zip(stored.document["entries"], stored.vectors, strict=True)

@@ -58,9 +58,13 @@ def generate_ids(
     scale: float | None = None,
     max_new_tokens: int = 64,
     batch_size: int | None = None,
+    details: list[dict[str, Any]] | None = None,
     **generate_kwargs: Any,
 ) -> list[list[int]]:
-    """Each prompt's generated ids, cut before the first end token (greedy unless `generate_kwargs` say otherwise)."""
+    """Each prompt's generated ids, cut before the first end token (greedy unless `generate_kwargs` say otherwise).
+
+    `details`: a list that receives one record per prompt: whether its row was steered and, for conditional
+    steering, each condition's score, threshold and decision (`Plan.report`)."""
     pad = pad_id_of(tokenizer_of(model))
     stops = eos_ids(model)
     kwargs: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
@@ -71,8 +75,12 @@ def generate_ids(
     out: list[list[int]] = []
     for start in range(0, len(prompts), step):
         ids, mask, _, _ = pad_batch(list(prompts[start : start + step]), pad, "left", model.device)
-        with _context(model, _rows(steering, start, start + step), scale):
+        with _context(model, _rows(steering, start, start + step), scale) as plan:
             rows = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **kwargs)
+        if details is not None:
+            n = ids.shape[0]
+            unsteered = [{"conditions": [], "steered": False} for _ in range(n)]
+            details.extend(plan.report(n) if plan is not None else unsteered)
         for row in rows[:, ids.shape[1] :].tolist():
             out.append(row[: next((k for k, t in enumerate(row) if t in stops), len(row))])
     return out
@@ -86,11 +94,13 @@ def generate(
     max_new_tokens: int = 64,
     chat: bool = True,
     system: str | None = None,
+    details: list[dict[str, Any]] | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
-    """Texts generated for `prompts` (greedy unless told otherwise), steered by a Vector, Kit or per-row list."""
+    """Texts generated for `prompts` (greedy unless told otherwise), steered by a Vector, Kit or per-row list.
+    `details` (a list) receives one record per prompt: see `generate_ids`."""
     tok = tokenizer_of(model)
     batch = [prompts] if isinstance(prompts, str) else list(prompts)
     seqs = [prompt_ids(tok, p, system, chat=chat) for p in batch]
-    generated = generate_ids(model, seqs, steering, scale, max_new_tokens, **generate_kwargs)
+    generated = generate_ids(model, seqs, steering, scale, max_new_tokens, details=details, **generate_kwargs)
     return [decode(model, row) for row in generated]

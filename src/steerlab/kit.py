@@ -119,6 +119,21 @@ class Kit:
         found = [c for c in (self.condition, entry.when) if c is not None]
         return tuple({c.key: c for c in found}.values())
 
+    def standalone_entries(self) -> list[KitEntry]:
+        """The entries with the kit's condition moved into each (`when`), for putting them in another kit.
+        An entry with a different condition of its own cannot carry both: that is an error."""
+        if self.condition is None:
+            return list(self.entries)
+        out = []
+        for entry in self.entries:
+            if entry.when is not None and entry.when.key != self.condition.key:
+                raise SteerlabError(
+                    f"kit {self.card.name or ''} has a condition and an entry with another one; use the kit on its "
+                    "own (one address), not combined with other addresses."
+                )
+            out.append(dataclasses.replace(entry, when=self.condition))
+        return out
+
     @property
     def conditions(self) -> list[Condition]:
         found = [c for e in self.entries for c in self.conditions_of(e)]

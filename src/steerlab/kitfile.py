@@ -3,7 +3,8 @@
 The document's schema (fields, modes, positions and their checks) is steerlab.kitschema's. `sha256` is the hash
 of the vector file's bytes (= `Vector.content_hash()` when steerlab wrote it). Paths are relative
 to the kit file; a vector whose path is gone is looked up by hash among `*.safetensors` beside the kit. `pairs`
-(optional) names held-out contrastive pairs for `steerlab interfere`.
+(optional) names held-out contrastive pairs for `steerlab interfere`. `when` (on the kit or an entry) names a
+condition file (steerlab.Condition) by relative path and sha256, checked the same way as vectors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from steerlab.condition import Condition
 from steerlab.errors import SteerlabError
 from steerlab.kit import EntrySource, Kit, KitCard, KitEntry
 from steerlab.kitschema import KIT_FORMAT, KIT_VERSION, SUFFIXES, check_document
@@ -65,8 +67,12 @@ def save_kit(
     vector_files: Sequence[str | os.PathLike[str] | None] | None = None,
     pairs: Mapping[str, str | os.PathLike[str]] | None = None,
     names: Sequence[str] | None = None,
+    when_file: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write `kit` to PATH (.json or .toml); returns the path.
+
+    Conditions (the kit's, `when_file` if it is already on disk, and the entries') are referenced by path and hash;
+    one not on disk beside the kit is written there as NAME.condition.safetensors.
 
     `vector_files[i]`: an existing file holding entry i's vector (referenced, not copied). Entries without one are
     referenced by the `*.safetensors` file beside the kit with the same hash, or written there as NAME.safetensors.
@@ -96,13 +102,13 @@ def save_kit(
         }
         if pairs and label in pairs:
             record["pairs"] = _relative(Path(pairs[label]).resolve(), folder)
+        if entry.when is not None:
+            record["when"] = _condition_record(entry.when, None, folder)
         records.append(record)
-    document = {
-        "format": KIT_FORMAT,
-        "version": KIT_VERSION,
-        "card": _card_dict(kit, labels),
-        "entries": records,
-    }
+    document: dict[str, Any] = {"format": KIT_FORMAT, "version": KIT_VERSION}
+    if kit.condition is not None:
+        document["when"] = _condition_record(kit.condition, Path(when_file) if when_file else None, folder)
+    document.update(card=_card_dict(kit, labels), entries=records)
     text = json.dumps(document, indent=2) + "\n" if target.suffix == ".json" else _to_toml(document)
     _atomic_write(target, text)
     return target
@@ -140,6 +146,30 @@ def _vector_file(vector: Vector, label: str, given: Path | None, folder: Path) -
     while target.exists():
         target, n = folder / f"{name}-{n}.safetensors", n + 1
     return vector.save(target).resolve()
+
+
+def _condition_record(condition: Condition, given: Path | None, folder: Path) -> dict[str, str]:
+    file = given.resolve() if given is not None else _find_condition(folder, condition)
+    if given is not None and Condition.load(given).key != condition.key:
+        raise SteerlabError(f"the condition in memory differs from {given}; save it to a new file.")
+    if file is None:
+        name = _safe_name(condition.card.name) or "condition"
+        file = folder / f"{name}.condition.safetensors"
+        n = 2
+        while file.exists():
+            file, n = folder / f"{name}-{n}.condition.safetensors", n + 1
+        condition.save(file)
+    return {"file": _relative(file, folder), "sha256": file_sha256(file)}
+
+
+def _find_condition(folder: Path, condition: Condition) -> Path | None:
+    for candidate in sorted(folder.glob("*.safetensors")):
+        try:
+            if Condition.load(candidate).key == condition.key:
+                return candidate.resolve()
+        except SteerlabError:
+            continue
+    return None
 
 
 def _find_same(folder: Path, vector: Vector) -> Path | None:
@@ -187,12 +217,16 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def _to_toml(document: dict[str, Any]) -> str:
     """The kit document as TOML; None (no layer restriction) is written by leaving the key out."""
-    lines = [f"format = {_toml_value(document['format'])}", f"version = {document['version']}", "", "[card]"]
+    lines = [f"format = {_toml_value(document['format'])}", f"version = {document['version']}"]
+    lines += [f"when = {_toml_value(document['when'])}"] if "when" in document else []
+    lines += ["", "[card]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in document["card"].items()]
     for record in document["entries"]:
         lines += ["", "[[entries]]"]
@@ -245,10 +279,31 @@ def load_kit_with_info(path: str | os.PathLike[str], model: Any = None) -> tuple
                 vector.check_compatible(model)
             except SteerlabError as exc:
                 raise SteerlabError(f"{where}: {exc}") from exc
-        entries.append(entry_from_record(record, vector, where))
+        when = _load_condition(record["when"], folder, where, model) if "when" in record else None
+        entries.append(entry_from_record(record, vector, where, when))
         pairs = folder / record["pairs"] if record.get("pairs") else None
         infos.append(EntrySource(label, digest, str(vector_file), vector_file, pairs))
-    return Kit(entries, card_from_document(document.get("card") or {}, file.stem)), infos
+    condition = _load_condition(document["when"], folder, str(file), model) if "when" in document else None
+    return Kit(entries, card_from_document(document.get("card") or {}, file.stem), condition), infos
+
+
+def _load_condition(record: dict[str, Any], folder: Path, where: str, model: Any) -> Condition:
+    path = (folder / str(record["file"])).resolve()
+    if not path.is_file():
+        raise SteerlabError(f"{where}: condition file {path} does not exist.")
+    actual, expected = file_sha256(path), record.get("sha256")
+    if expected and actual != expected:
+        raise SteerlabError(
+            f"{where}: condition file {path} has changed (sha256 {actual[:12]}…, the kit expects "
+            f"{str(expected)[:12]}…). Restore the original file, or rebuild the kit with `steerlab kit new`."
+        )
+    try:
+        condition = Condition.load(path)
+        if model is not None:
+            condition.check_compatible(model)
+    except SteerlabError as exc:
+        raise SteerlabError(f"{where}: {exc}") from exc
+    return condition
 
 
 def _resolve_vector(record: dict[str, Any], folder: Path, where: str) -> tuple[Path, str]:
@@ -279,7 +334,7 @@ def _load_vector(file: Path, where: str) -> Vector:
         raise SteerlabError(f"{where}: {exc}") from exc
 
 
-def entry_from_record(record: dict[str, Any], vector: Vector, where: str) -> KitEntry:
+def entry_from_record(record: dict[str, Any], vector: Vector, where: str, when: Condition | None = None) -> KitEntry:
     """The schema was checked on reading; what is left is whether the vector has the layers the entry names."""
     try:
         return KitEntry(
@@ -288,6 +343,7 @@ def entry_from_record(record: dict[str, Any], vector: Vector, where: str) -> Kit
             layers=record.get("layers"),
             positions=record.get("positions", "all"),
             mode=record.get("mode", "add"),
+            when=when,
         )
     except SteerlabError as exc:
         raise SteerlabError(f"{where}: {exc}") from exc

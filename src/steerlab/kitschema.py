@@ -3,7 +3,12 @@
     {"format": "steerlab.kit", "version": 1,
      "card": {"name": ..., "description": ..., "base_model": ..., "author": ..., "created_at": ...},
      "entries": [{"name": "happy", "vector": "happy.safetensors", "sha256": "<hex>", "scale": 0.4,
-                  "layers": [10, 11, 12], "positions": "all", "mode": "add", "pairs": "heldout/happy.jsonl"}]}
+                  "layers": [10, 11, 12], "positions": "all", "mode": "add", "pairs": "heldout/happy.jsonl",
+                  "when": {"file": "cooking.condition.safetensors", "sha256": "<hex>"}}],
+     "when": {"file": ..., "sha256": ...}}
+
+`when` (optional, on the kit or on an entry) names a steerlab.Condition file: the kit (or the entry) steers only
+the rows whose prompt the condition holds for.
 
 Kit files (steerlab.kitfile) and the store's upload validation (steerlab.hub.validate) both call `check_document`;
 the store adds `portable=True`: its kits travel without their folder, so every path must stay inside it.
@@ -28,7 +33,7 @@ Mode = Literal["add", "ablate", "add_keep_norm"]
 Positions = Literal["all", "prompt", "generated"]
 MODES: tuple[str, ...] = ("add", "ablate", "add_keep_norm")
 POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
-ENTRY_FIELDS = ("name", "vector", "sha256", "scale", "layers", "positions", "mode", "pairs")
+ENTRY_FIELDS = ("name", "vector", "sha256", "scale", "layers", "positions", "mode", "pairs", "when")
 CARD_FIELDS = ("name", "description", "base_model", "author", "created_at")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -61,6 +66,8 @@ def check_document(document: Any, where: str = "the kit", portable: bool = False
         label = record.get("name") if isinstance(record, dict) else None
         entry_where = f"{where}: entry {index + 1}" + (f" ({label})" if label else "")
         check_entry(record, entry_where, portable)
+    if "when" in document:
+        check_when(document["when"], where, portable)
     card = document.get("card", {})
     if not isinstance(card, dict) or not all(isinstance(v, str | int | float | list | dict) for v in card.values()):
         raise SteerlabError(f"{where}: 'card' must be an object of {', '.join(CARD_FIELDS)}.")
@@ -91,6 +98,24 @@ def check_entry(record: Any, where: str, portable: bool = False) -> None:
         raise SteerlabError(f"{where}: {exc}") from exc
     if not record.get("vector") and not record.get("sha256"):
         raise SteerlabError(f"{where} names no vector: give 'vector' (a path) and/or 'sha256'.")
+    if "when" in record:
+        check_when(record["when"], where, portable)
+
+
+def check_when(value: Any, where: str, portable: bool = False) -> None:
+    """'when': {"file": PATH of a condition file, "sha256": its hash (optional)}."""
+    if not isinstance(value, dict) or not isinstance(value.get("file"), str) or not value["file"]:
+        raise SteerlabError(
+            f"{where}: 'when' must be an object {{\"file\": CONDITION_FILE, \"sha256\": HASH}} naming a condition file."
+        )
+    unknown = sorted(set(value) - {"file", "sha256"})
+    if unknown:
+        raise SteerlabError(f"{where}: 'when' has unknown fields {unknown}; it takes 'file' and 'sha256'.")
+    digest = value.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and SHA256_RE.fullmatch(digest)):
+        raise SteerlabError(f"{where}: 'when.sha256' must be 64 lower-case hex characters.")
+    if portable and not _inside(value["file"]):
+        raise SteerlabError(f"{where}: 'when.file' must be a relative path inside the kit's folder (no '..').")
 
 
 def _is_index(value: Any) -> bool:

@@ -163,25 +163,23 @@ class Plan:
             self.gates.decided[key] = torch.tensor([bool(d.get(key, False)) for d in decisions])
         self._restack()
 
-    def decisions(self) -> list[dict[str, bool]]:
-        """Per batch row, condition key -> whether it held (rows of a broadcast plan: as many as were decided)."""
-        if self.gates is None or not self.gates.decided:
-            return [{} for _ in range(self.batch_size or 1)]
-        n = max(len(v) for v in self.gates.decided.values())
-        return [{k: bool(v[r]) for k, v in self.gates.decided.items()} for r in range(n)]
+    def decisions(self, rows: int | None = None) -> list[dict[str, bool]]:
+        """Per batch row, condition key -> whether it held. `rows`: the batch size, for a broadcast plan that has
+        decided nothing yet."""
+        decided = self.gates.decided if self.gates is not None else {}
+        n = len(next(iter(decided.values()))) if decided else self.batch_size or rows or 1
+        return [{k: bool(v[r]) for k, v in decided.items()} for r in range(n)]
 
-    def report(self) -> list[dict[str, Any]]:
-        """Per batch row, each condition with its score, threshold and decision: what `generate(details=...)` and
-        the server's audit log record."""
-        if self.gates is None:
-            return [{"conditions": []} for _ in range(self.batch_size or 1)]
-        gates = self.gates
+    def report(self, rows: int | None = None) -> list[dict[str, Any]]:
+        """Per batch row: each condition with its score, threshold and decision, and whether the row was steered at
+        all. What `generate(details=...)` and the server's audit log record."""
+        scores = self.gates.scores if self.gates is not None else {}
         out = []
-        for r, decided in enumerate(self.decisions()):
+        for r, decided in enumerate(self.decisions(rows)):
             row = self.rows[r if self.batch_size is not None else 0]
             records = []
             for cond in row.conditions.values():
-                score = gates.scores.get(cond.key)
+                score = scores.get(cond.key)
                 holds = decided.get(cond.key)
                 records.append({**cond.describe(), "score": None if score is None else float(score[r]), "holds": holds})
             steered = bool(row.layers) or any(all(decided.get(k, False) for k in gate) for gate in row.gated)

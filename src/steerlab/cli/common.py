@@ -44,7 +44,7 @@ def kit_from_addresses(
     entries, sources, kits = [], [], []
     for address in addresses:
         found = find(address, store, model)
-        entries += found.kit.entries
+        entries += found.kit.standalone_entries()  # a kit's condition travels with its entries
         sources += found.sources
         kits.append(found.kit)
     card = kits[0].card if len(kits) == 1 else KitCard(name="+".join(s.name for s in sources))

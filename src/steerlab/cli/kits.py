@@ -62,21 +62,32 @@ def kit_new_cmd(
     positions: Annotated[str, typer.Option(help="all, prompt or generated (every entry)")] = "all",
     mode: Annotated[str, typer.Option(help="add, ablate or add_keep_norm (every entry)")] = "add",
     store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
+    when: Annotated[
+        Path | None,
+        typer.Option(help="a condition file (steerlab.Condition.save): the kit steers only the prompts it holds for"),
+    ] = None,
 ) -> None:
-    """Write a kit file that names each vector by relative path and sha256."""
+    """Write a kit file that names each vector (and its condition) by relative path and sha256."""
     from steerlab import kitfile
+    from steerlab.condition import Condition
     from steerlab.kit import Kit, KitCard, KitEntry
 
+    condition = Condition.load(when) if when is not None else None
     found, sources = kit_from_addresses(vector, store_location(store))
-    entries = [KitEntry(e.vector, e.scale, e.layers, positions, mode) for e in found.entries]  # type: ignore[arg-type]
+    entries = [
+        KitEntry(e.vector, e.scale, e.layers, positions, mode, e.when)  # type: ignore[arg-type]
+        for e in found.entries
+    ]
     files = [source.file for source in sources]  # store vectors have none: they are written beside the kit
     _check_same_model(entries)
     base = next((e.vector.card.base_model for e in entries if e.vector.card.base_model), "")
-    kit = Kit(entries, KitCard(name=name, description=description, base_model=base, author=author))
+    kit = Kit(entries, KitCard(name=name, description=description, base_model=base, author=author), condition)
     target = out or Path(f"{name}.json")
     labels = kitfile.entry_names(kit)
-    written = kitfile.save_kit(kit, target, vector_files=files, pairs=_parse_named(pairs or [], "--pairs"))
-    console.print(f"[green]wrote[/green] {written}: {len(entries)} entries ({', '.join(labels)})")
+    named_pairs = _parse_named(pairs or [], "--pairs")
+    written = kitfile.save_kit(kit, target, vector_files=files, pairs=named_pairs, when_file=when)
+    gated = f", steering only where {condition.name} holds" if condition is not None else ""
+    console.print(f"[green]wrote[/green] {written}: {len(entries)} entries ({', '.join(labels)}){gated}")
 
 
 def _check_same_model(entries: list) -> None:  # type: ignore[type-arg]
