@@ -349,12 +349,35 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="TCP port")] = 8765,
     catalog_url: CatalogOpt = None,
     max_bytes: Annotated[int | None, typer.Option(help="largest upload accepted, in bytes")] = None,
+    protect: Annotated[
+        list[str] | None,
+        typer.Option(help="screen uploads against this protected direction (file or ref, e.g. starter/refusal)"),
+    ] = None,
+    safety_policy: Annotated[
+        str, typer.Option(help="flag: store with a warning tag and description; refuse: reject, store nothing")
+    ] = "flag",
+    protect_threshold: Annotated[float | None, typer.Option(help="largest relative dose of cancellation")] = None,
+    protect_norms: Annotated[
+        Path | None, typer.Option(help="reference norms (`steerlab serve norms`) [default: shipped ones]")
+    ] = None,
 ) -> None:
     """Serve a store over HTTP (REST API; OpenAPI schema at /openapi.json)."""
     from steerlab.hub import default_root
     from steerlab.hub.server import serve
 
-    serve(root or default_root(), host, port, catalog_url, max_bytes)
+    screen = _upload_screen(protect or [], safety_policy, protect_threshold, protect_norms)
+    serve(root or default_root(), host, port, catalog_url, max_bytes, screen)
+
+
+def _upload_screen(protect: list[str], policy: str, threshold: float | None, norms: Path | None) -> Any:
+    if not protect:
+        return None
+    from steerlab.guard.norms import read_norms
+    from steerlab.guard.screen import DEFAULT_THRESHOLD
+    from steerlab.guard.uploads import UploadScreen
+
+    measured = read_norms(norms) if norms is not None else None
+    return UploadScreen.build(protect, policy, DEFAULT_THRESHOLD if threshold is None else threshold, measured)
 
 
 def register(app: typer.Typer) -> None:

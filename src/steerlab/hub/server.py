@@ -12,7 +12,7 @@ Routes (OpenAPI schema at /openapi.json, browsable at /docs):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -26,6 +26,9 @@ from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER
 from steerlab.hub.refs import check_name, parse_ref
 from steerlab.hub.store import Access, LocalStore, Publication
 from steerlab.hub.validate import DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:
+    from steerlab.guard.uploads import UploadScreen
 
 
 def _bearer(request: Request) -> str | None:
@@ -42,7 +45,8 @@ def _ref(namespace: str, name: str, version: str | None = None) -> str:
     return f"{namespace}/{name}" + (f"@{version}" if version and version != "latest" else "")
 
 
-def create_app(store: LocalStore) -> FastAPI:
+def create_app(store: LocalStore, screen: UploadScreen | None = None) -> FastAPI:
+    """`screen`: the guard's upload screen (steerlab.guard.uploads), None to store uploads unscreened."""
     app = FastAPI(title="steerlab Steer Store", version="1", description="Signed, content-addressed steering vectors.")
 
     @app.exception_handler(SteerlabError)
@@ -125,7 +129,7 @@ def create_app(store: LocalStore) -> FastAPI:
             signature=request.headers.get(SIGNATURE_HEADER),
             public_key=request.headers.get(PUBLIC_KEY_HEADER),
         )
-        return (await _receive(store, request, pub, who)).to_dict()
+        return (await _receive(store, request, pub, who, screen)).to_dict()
 
     @app.delete(f"{API}/entries/{{namespace}}/{{name}}/{{version}}")
     def remove(namespace: str, name: str, version: str, request: Request) -> dict[str, Any]:
@@ -134,7 +138,9 @@ def create_app(store: LocalStore) -> FastAPI:
     return app
 
 
-async def _receive(store: LocalStore, request: Request, pub: Publication, who: Access) -> Any:
+async def _receive(
+    store: LocalStore, request: Request, pub: Publication, who: Access, screen: UploadScreen | None = None
+) -> Any:
     """Stream the body into a temp file (never visible as an entry); publish only once it is whole and valid."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > store.max_bytes:
@@ -146,13 +152,22 @@ async def _receive(store: LocalStore, request: Request, pub: Publication, who: A
             if incoming.size > store.max_bytes:
                 raise TooLarge(f"upload is over the limit of {store.max_bytes} bytes.")
         data = incoming.read_back()
+        if screen is not None:  # refused (nothing stored) or flagged before anything is published
+            pub = await run_in_threadpool(screen.apply, data, pub)
         return await run_in_threadpool(store.publish, data, pub, who, incoming)
     finally:
         incoming.discard()  # after a client disconnect or a refusal: the temp file goes, nothing else was written
 
 
-def serve(root: Path, host: str, port: int, catalog_url: str | None = None, max_bytes: int | None = None) -> None:
+def serve(
+    root: Path,
+    host: str,
+    port: int,
+    catalog_url: str | None = None,
+    max_bytes: int | None = None,
+    screen: UploadScreen | None = None,
+) -> None:
     import uvicorn
 
     store = LocalStore(root, catalog_url=catalog_url, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
-    uvicorn.run(create_app(store), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(store, screen), host=host, port=port, log_level="info")

@@ -1,0 +1,82 @@
+"""The store's side of the guard: each vector upload is screened against the protected directions before it is
+stored (`steerlab hub serve --protect ADDRESS --safety-policy flag|refuse`).
+
+An upload carries no request scale, so it is screened twice: as it would steer by default (its card's recommended
+scale and layers), and at relative dose UPLOAD_DOSE on its recommended layers, whatever its norm (a direction that
+cancels refusal at a normal dose is the risk, however small its stored magnitude). The second screen is the
+measurement behind the default threshold (bench/protect_fpr.py), so on the starter pack it flags no benign vector.
+`flag` stores the entry with the FLAG_TAG tag and a warning at the head of its description (both shown by search
+and show); `refuse` rejects it with a 400 and stores nothing. Kits are screened when a server applies them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from steerlab.errors import SteerlabError
+from steerlab.guard.protected import ProtectedDirection, load_protected
+from steerlab.guard.screen import DEFAULT_THRESHOLD, Breach, Guard, ProtectedDirectionError
+from steerlab.kit import Kit, KitEntry
+from steerlab.vector import Vector
+
+Policy = Literal["flag", "refuse"]
+POLICIES = ("flag", "refuse")
+UPLOAD_DOSE = 0.7  # the top of calibration's default dose grid
+FLAG_TAG = "guard-flagged"
+
+
+class UploadScreen:
+    def __init__(self, guard: Guard, policy: str = "flag") -> None:
+        if policy not in POLICIES:
+            raise SteerlabError(f"--safety-policy {policy!r}: use flag (store with a warning) or refuse.")
+        self.guard = guard
+        self.policy = policy
+
+    @classmethod
+    def build(
+        cls,
+        protect: Sequence[str],
+        policy: str = "flag",
+        threshold: float = DEFAULT_THRESHOLD,
+        norms: dict[int, float] | None = None,
+    ) -> UploadScreen:
+        """Protected directions from addresses (store refs: the default local store, which holds the starter pack);
+        `norms` None: the reference norms shipped for each direction's model."""
+        return cls(Guard([load_protected(address, norms) for address in protect], threshold), policy)
+
+    def screen(self, data: bytes, kind: str) -> Breach | None:
+        if kind != "vector":
+            return None
+        vector = Vector.from_bytes(data, "the upload")
+        default = KitEntry.from_card(vector)
+        for protected in self.guard.protected:
+            one = Guard([protected], self.guard.threshold)
+            breach = one.screen(Kit([default])) or one.screen(_at_dose(vector, default.active_layers(), protected))
+            if breach is not None:
+                return breach
+        return None
+
+    def apply(self, data: bytes, pub: Any) -> Any:
+        """The publication to store (flagged when it breaches), or ProtectedDirectionError under `refuse`."""
+        breach = self.screen(data, pub.kind)
+        if breach is None:
+            return pub
+        if self.policy == "refuse":
+            raise ProtectedDirectionError(breach)
+        warning = (
+            f"WARNING: cancels protected direction {breach.direction!r} (dose {breach.dose:.2f}, layer {breach.layer})."
+        )
+        own = pub.description if pub.description is not None else Vector.from_bytes(data).card.description
+        description = f"{warning} {own}".strip()
+        return dataclasses.replace(pub, tags=[*pub.tags, FLAG_TAG], description=description)
+
+
+def _at_dose(vector: Vector, layers: list[int], protected: ProtectedDirection) -> Kit:
+    """`vector` scaled to relative dose UPLOAD_DOSE on those of `layers` the direction has norms for."""
+    measured = [la for la in layers if la in protected.norms]
+    per_scale = sum(float(vector.directions[la].float().norm()) / protected.norms[la] for la in measured)
+    if not measured or not per_scale > 0 or not protected.applies_to(vector):
+        return Kit([])
+    return Kit([KitEntry(vector, UPLOAD_DOSE / per_scale, measured)])
