@@ -6,3 +6,8 @@ bench-seed-quick: setup
 
 bench-seed: setup
 	$(VENV)/bin/steerlab bench --suite seed --out bench/results/seed
+
+# Held-out CAA behaviours (corrigibility, hallucination, coordination): trained vs mean-diff steering, as CAA measured.
+.PHONY: bench-caa
+bench-caa: setup
+	$(VENV)/bin/steerlab bench --suite caa --methods mean_diff,preference --out bench/results/caa

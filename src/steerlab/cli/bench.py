@@ -45,7 +45,9 @@ def _grid(scales: str | None, doses: str | None) -> tuple[tuple[float, ...] | No
 
 def bench_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="results folder")],
-    suite: Annotated[str | None, typer.Option(help="a named suite: seed")] = None,
+    suite: Annotated[
+        str | None, typer.Option(help="a named suite: seed (the seed's axes) or caa (held-out CAA behaviours)")
+    ] = None,
     quick: Annotated[bool, typer.Option(help="the quick subset of the suite (minutes)")] = False,
     axes: Annotated[
         str | None, typer.Option(help="suite axes, comma-separated (default: all, or the quick ones)")
@@ -100,10 +102,8 @@ def bench_cmd(
     opts.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
     check_methods(opts.methods)  # before the model loads: a typo should not cost a minute
     if suite is not None:
-        if suite != "seed":
-            raise SteerlabError(f"unknown suite {suite!r}: the only suite is 'seed'.")
         chosen = tuple(a.strip() for a in axes.split(",")) if axes else None
-        specs = seed.seed_suite(datasets_root(), quick, chosen)
+        specs = seed.suite_specs(suite, datasets_root(), quick, chosen)
     elif task is not None:
         if pairs is None or eval_path is None:
             raise SteerlabError("an ad-hoc run needs --pairs TRAIN and --eval TEST (and --task).")
@@ -141,7 +141,7 @@ def _add_interference(
 
     started = time.perf_counter()
     console.print(f"[bold]interference[/bold] of the calibrated axes as one kit: {', '.join(vectors)}")
-    report = suite_kit.measure_suite_kit(loaded, specs, vectors, n_items=8 if quick else 16, gen_tokens=tokens)
+    report = suite_kit.measure_suite_kit(loaded, specs, vectors, n_items=8 if quick else 32, gen_tokens=tokens)
     section = suite_kit.write(report, out)
     section["seconds"] = time.perf_counter() - started
     add_interference(out, section)
