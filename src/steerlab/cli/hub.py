@@ -381,6 +381,8 @@ def _upload_screen(protect: list[str], policy: str, threshold: float | None, nor
 
 
 def register(app: typer.Typer) -> None:
+    from steerlab.cli.audit import audit_cmd
+
     for name, command in (
         ("add", add_cmd),
         ("list", list_cmd),
@@ -395,6 +397,7 @@ def register(app: typer.Typer) -> None:
         ("trust", trust_cmd),
         ("resign", resign_cmd),
         ("serve", serve_cmd),
+        ("audit", audit_cmd),
     ):
         hub_app.command(name)(command)
     app.add_typer(hub_app, name="hub")
