@@ -1,0 +1,109 @@
+"""The vLLM plugin's pure parts, in the main virtualenv (no vLLM needed): the registered op reading slot tables
+computes what steerlab's hooks compute (steering.apply_ops) for every mode and position, per token, with vLLM's
+split (hidden, residual) stream; slots are shared per kit hash and freed least-recently-used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerlab.card import Card
+from steerlab.kit import Kit, KitCard, KitEntry
+from steerlab.plan import GENERATED, PROMPT, compile_row, stack_rows
+from steerlab.steering import apply_ops
+from steerlab.vector import Vector
+from steerlab.vllm.op import steer_
+from steerlab.vllm.slots import SlotPool
+from steerlab.vllm.tables import NO_STEERING, SlotTables, TableShape, row_of
+from tests.tiny import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("llama")
+
+
+def vector(model, seed: int) -> Vector:
+    gen = torch.Generator().manual_seed(seed)
+    card = Card(base_model=model.name, model_fingerprint=model.fingerprint, n_layers=model.n_layers, name=f"v{seed}")
+    return Vector({la: torch.randn(model.hidden_size, generator=gen) for la in range(model.n_layers)}, card)
+
+
+def kits(model) -> list[Kit]:
+    """Three kits that together use every mode and position, with stacking on one layer."""
+    a, b, c = vector(model, 1), vector(model, 2), vector(model, 3)
+    return [
+        Kit([KitEntry(a, 0.7, [1, 2]), KitEntry(b, -0.4, [2], positions="generated")], KitCard(name="k0")),
+        Kit([KitEntry(c, 0.9, [1, 2], mode="ablate"), KitEntry(a, 0.5, [2], mode="add_keep_norm")], KitCard(name="k1")),
+        Kit([KitEntry(b, 1.5, [0, 1, 2], positions="prompt", mode="add_keep_norm")], KitCard(name="k2")),
+    ]
+
+
+def tables_for(model, rows) -> SlotTables:
+    shape = TableShape(model.n_layers, model.hidden_size, len(rows) + 1, 2, 64, torch.float32, torch.device("cpu"))
+    tables = SlotTables(shape)
+    for slot, row in enumerate(rows):
+        tables.fill(slot + 1, row)  # slot 0 left empty on purpose: a freed slot must read as zeros
+    return tables
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_op_matches_the_hooks_for_every_mode_and_position(model, split: bool) -> None:
+    rows = [compile_row(model, kit) for kit in kits(model)]
+    tables = tables_for(model, rows)
+    # Eight tokens: each kit's prompt and generated tokens, and two unsteered ones.
+    token_kit = [0, 0, 1, 1, 2, 2, None, None]
+    token_phase = [PROMPT, GENERATED] * 4
+    rows_index = [NO_STEERING if k is None else row_of(k + 1, p) for k, p in zip(token_kit, token_phase, strict=True)]
+    tables.set_token_rows(torch.tensor(rows_index))
+    gen = torch.Generator().manual_seed(0)
+    for layer in range(model.n_layers):
+        hidden = torch.randn(8, model.hidden_size, generator=gen)
+        residual = torch.randn(8, model.hidden_size, generator=gen) if split else torch.empty(0)
+        stream = hidden + residual if split else hidden.clone()
+        expected = stream.clone()
+        for t, (k, phase) in enumerate(zip(token_kit, token_phase, strict=True)):
+            if k is None or layer not in rows[k].layers:
+                continue
+            ops = stack_rows(model, [rows[k]]).ops[layer][phase]
+            expected[t] = apply_ops(stream[t].view(1, 1, -1), ops, None).view(-1)
+        steer_(hidden, residual, *tables.layer_buffers(layer))
+        got = hidden + residual if split else hidden
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cleared_slot_reads_as_unsteered(model) -> None:
+    rows = [compile_row(model, kit) for kit in kits(model)]
+    tables = tables_for(model, rows)
+    for slot in range(1, len(rows) + 1):
+        tables.clear(slot)
+    assert not tables.live.any() and not tables.add.any() and not tables.units.any()
+    hidden = torch.randn(4, model.hidden_size)
+    before = hidden.clone()
+    tables.set_token_rows(torch.tensor([row_of(1, 0), row_of(2, 1), row_of(3, 0), 0]))
+    steer_(hidden, torch.empty(0), *tables.layer_buffers(1))
+    assert torch.equal(hidden, before)
+
+
+def test_too_many_ablations_is_a_clear_error(model) -> None:
+    vs = [vector(model, s) for s in (1, 2, 3)]
+    kit = Kit([KitEntry(v, 1.0, [1], mode="ablate") for v in vs])
+    shape = TableShape(model.n_layers, model.hidden_size, 1, 2, 8, torch.float32, torch.device("cpu"))
+    with pytest.raises(Exception, match="ablates 3 directions at block 1"):
+        SlotTables(shape).fill(0, compile_row(model, kit))
+
+
+def test_slots_shared_per_hash_and_freed_lru() -> None:
+    pool = SlotPool(2)
+    assert pool.acquire("a", "r1") == (0, True)
+    assert pool.acquire("a", "r2") == (0, False)  # same kit, same slot, no refill
+    assert pool.acquire("b", "r3") == (1, True)
+    assert pool.acquire("c", "r4") is None  # both held: never evict a slot in use
+    pool.release("r3")
+    assert pool.acquire("c", "r4") == (1, True)  # b was unused: its slot goes to c
+    pool.release("r1")
+    pool.release("r2")
+    pool.release("r4")
+    assert pool.acquire("c", "r5") == (1, False)  # c kept its filled slot
+    assert pool.acquire("d", "r6") == (0, True)  # a was least recently used
+    assert pool.slot_of("a") is None
