@@ -7,58 +7,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from steerlab.cli.hub_common import (
+    CatalogOpt,
+    FromOpt,
+    JsonOpt,
+    KeyOpt,
+    RootOpt,
+    SignOpt,
+    TagOpt,
+    TokenOpt,
+    console,
+    open_local,
+    open_location,
+    trust_of,
+)
 from steerlab.errors import SteerlabError
 
 if TYPE_CHECKING:
     from steerlab.hub.entry import EntryInfo
-    from steerlab.hub.protocol import Store
-    from steerlab.hub.store import LocalStore
     from steerlab.hub.trust import Trust
 
-console = Console()
 hub_app = typer.Typer(help="The Steer Store: publish, find, pull and verify vectors and kits.", no_args_is_help=True)
-
-FromOpt = Annotated[str | None, typer.Option("--from", help="store folder or server URL (default: the local store)")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="STEERLAB_HUB_TOKEN", help="namespace write token")]
-RootOpt = Annotated[Path | None, typer.Option("--root", help="store folder (default: $STEERLAB_HOME/store)")]
-CatalogOpt = Annotated[str | None, typer.Option("--catalog-url", help="SQLAlchemy URL of the catalogue (PostgreSQL)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="a tag (repeatable)")]
-KeyOpt = Annotated[Path | None, typer.Option("--key", help="ed25519 signing key (default: your publisher key)")]
-SignOpt = Annotated[bool, typer.Option("--sign/--no-sign", help="sign hash + card with your key")]
-
-
-def _open(
-    location: str | Path | None, token: str | None = None, catalog_url: str | None = None, tofu: bool = False
-) -> Store:
-    from steerlab.hub import is_url, open_store
-
-    options: dict[str, Any] = {"catalog_url": catalog_url} if catalog_url and not is_url(location) else {}
-    return open_store(location, token=token, tofu=tofu, **options)
-
-
-def _trust_of(store: Any) -> Trust:
-    from steerlab.hub.trust import Trust
-
-    found = getattr(store, "trust", None)
-    return found if isinstance(found, Trust) else Trust.load()
-
-
-def _open_local(root: Path | None, catalog_url: str | None) -> LocalStore:
-    """verify and token administer a store itself, which only a local one offers (a server's host runs them)."""
-    from steerlab.hub.store import LocalStore
-
-    store = _open(root, catalog_url=catalog_url)
-    if not isinstance(store, LocalStore):
-        raise SteerlabError(f"{store!r} is not a local store: run this on the machine that holds it, with --root.")
-    return store
+VisibilityOpt = Annotated[
+    str, typer.Option(help="public, private (namespace members and grantees) or licensed (pull needs an entitlement)")
+]
+PriceOpt = Annotated[str, typer.Option(help="a licensed listing's price, e.g. '25.00 EUR'")]
+TermsOpt = Annotated[str, typer.Option(help="a licensed listing's licence terms (a name or URL)")]
 
 
 def _table(entries: list[EntryInfo], trust: Trust) -> Table:
-    table = Table("entry", "kind", "base model", "tags", "signed", "effect", "description")
+    table = Table("entry", "kind", "base model", "tags", "signed", "access", "effect", "description")
     for info in entries:
         effect = info.metrics.get("accuracy")
         table.add_row(
@@ -67,6 +47,7 @@ def _table(entries: list[EntryInfo], trust: Trust) -> Table:
             info.base_model or "-",
             ",".join(info.tags),
             trust.status(info),  # the key id computed here from the key, never the store's key_id
+            info.visibility + (f" {info.price}" if info.price else ""),
             "-" if effect is None else f"acc {effect:.2f} @ L{info.metrics.get('best_layer', '?')}{_chance(info)}",
             (info.description or "")[:60],
         )
@@ -86,10 +67,14 @@ def _print_entries(entries: list[EntryInfo], as_json: bool, trust: Trust) -> Non
         console.print("no entries")
 
 
-def _publish(store: Any, file: Path, name: str, tags: list[str], description: str | None, key: Path | None, sign: bool):
+def _publish(
+    store: Any, file: Path, name: str, tags: list[str], description: str | None, key: Path | None, sign: bool,
+    listing: tuple[str, str, str] = ("public", "", ""),
+) -> None:  # fmt: skip
     from steerlab.hub.publish import prepare, publish
 
     data, pub = prepare(file, name, tags, description)
+    pub.visibility, pub.price, pub.terms = listing
     info = publish(store, data, pub, key, sign)
     signed = f"signed by {info.key_id}" if info.key_id else "unsigned"
     detail = f"{info.kind}, {info.size} bytes, sha256 {info.sha256[:12]}, {signed}"
@@ -105,9 +90,13 @@ def add_cmd(
     key: KeyOpt = None,
     sign: SignOpt = True,
     catalog_url: CatalogOpt = None,
+    visibility: VisibilityOpt = "public",
+    price: PriceOpt = "",
+    terms: TermsOpt = "",
 ) -> None:
     """Add a file to the local store."""
-    _publish(_open(root, catalog_url=catalog_url), file, name, tag or [], description, key, sign)
+    store = open_location(root, catalog_url=catalog_url)
+    _publish(store, file, name, tag or [], description, key, sign, (visibility, price, terms))
 
 
 def push_cmd(
@@ -119,11 +108,14 @@ def push_cmd(
     description: Annotated[str | None, typer.Option(help="default: the card's description")] = None,
     key: KeyOpt = None,
     sign: SignOpt = True,
+    visibility: VisibilityOpt = "public",
+    price: PriceOpt = "",
+    terms: TermsOpt = "",
 ) -> None:
     """Publish a file to a server (needs the namespace's token) or a store folder."""
     if not name:
         raise SteerlabError("say where to publish: --name NAMESPACE/NAME[@VERSION].")
-    _publish(_open(to, token), file, name, tag or [], description, key, sign)
+    _publish(open_location(to, token), file, name, tag or [], description, key, sign, (visibility, price, terms))
 
 
 def list_cmd(
@@ -135,8 +127,8 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List entries (latest version of each)."""
-    store = _open(source, token)
-    _print_entries(store.list(namespace=namespace, kind=kind, all_versions=all_versions), as_json, _trust_of(store))
+    store = open_location(source, token)
+    _print_entries(store.list(namespace=namespace, kind=kind, all_versions=all_versions), as_json, trust_of(store))
 
 
 def search_cmd(
@@ -155,8 +147,8 @@ def search_cmd(
         from steerlab.models import load_model
 
         fit = Fit.of(load_model(fits))
-    store = _open(source, token)
-    _print_entries(store.search(text, tag=tag, base_model=base_model, fits=fit), as_json, _trust_of(store))
+    store = open_location(source, token)
+    _print_entries(store.search(text, tag=tag, base_model=base_model, fits=fit), as_json, trust_of(store))
 
 
 def show_cmd(
@@ -166,7 +158,7 @@ def show_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one entry: its metadata, signature, versions and full card."""
-    store = _open(source, token)
+    store = open_location(source, token)
     info = store.show(ref)
     if as_json:
         typer.echo(json.dumps(info.to_dict(), indent=2))
@@ -177,9 +169,11 @@ def show_cmd(
     model = f"{info.base_model or '-'} ({info.fingerprint or 'no fingerprint'})"
     console.print(f"base model: {model}, hidden size {info.hidden_size}")
     console.print(f"sha256 {info.sha256}, {info.size} bytes, published {info.published_at}, created {info.created_at}")
-    signed = f"key {_trust_of(store).status(info)}" if info.signed else "unsigned"
+    signed = f"key {trust_of(store).status(info)}" if info.signed else "unsigned"
     console.print(f"signature: {signed} (not checked until pulled); tags: {', '.join(info.tags) or '-'}")
     console.print(f"author: {info.author or '-'}, license: {info.license or '-'}; effect: {json.dumps(info.metrics)}")
+    listed = f"; licence terms: {info.terms}; price: {info.price}" if info.visibility == "licensed" else ""
+    console.print(f"access: {info.visibility}{listed}")
     console.print_json(json.dumps(info.card))
 
 
@@ -200,7 +194,7 @@ def pull_cmd(
     Pinned namespaces (`steerlab hub trust`) refuse other keys; revoked keys are refused."""
     from steerlab.hub.blobs import BlobStore
 
-    store = _open(source, token, tofu=tofu)
+    store = open_location(source, token, tofu=tofu)
     info, data = store.get_bytes(ref, require_signed=require_signed, trusted_keys=trusted_key)
     target = out or Path(f"{info.name}.{'json' if info.kind == 'kit' else 'safetensors'}")
     if info.kind == "kit":  # with its vectors (found by sha256 in the same store), so the kit file loads
@@ -212,7 +206,7 @@ def pull_cmd(
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         BlobStore.write_file(target, data)
-    signed = f"signature by {_trust_of(store).status(info)} verified" if info.signed else "unsigned"
+    signed = f"signature by {trust_of(store).status(info)} verified" if info.signed else "unsigned"
     console.print(f"[green]pulled[/green] {info.ref} -> {target} (sha256 {info.sha256[:12]} verified, {signed})")
 
 
@@ -222,7 +216,7 @@ def rm_cmd(
     token: TokenOpt = None,
 ) -> None:
     """Withdraw one version (its version number is never reused)."""
-    info = _open(source, token).remove(ref)
+    info = open_location(source, token).remove(ref)
     console.print(f"[yellow]removed[/yellow] {info.ref}")
 
 
@@ -232,7 +226,7 @@ def verify_cmd(
     catalog_url: CatalogOpt = None,
 ) -> None:
     """Check a whole local store: every blob's hash, card and signature. Exit status 1 on any problem."""
-    report = _open_local(root, catalog_url).verify(clean=clean)
+    report = open_local(root, catalog_url).verify(clean=clean)
     for note in report.notes:
         console.print(f"note: {note}")
     for problem in report.problems:
@@ -240,18 +234,6 @@ def verify_cmd(
     console.print(f"checked {report.checked} entries: {'clean' if report.ok else f'{len(report.problems)} problem(s)'}")
     if not report.ok:
         raise typer.Exit(1)
-
-
-def token_cmd(
-    namespace: Annotated[str, typer.Argument(help="the namespace this token may write to")],
-    root: RootOpt = None,
-    private: Annotated[
-        bool | None, typer.Option("--private/--public", help="make the namespace's reads need a token")
-    ] = None,
-    catalog_url: CatalogOpt = None,
-) -> None:
-    """Create a write token for a namespace and print it (only its hash is stored)."""
-    typer.echo(_open_local(root, catalog_url).create_token(namespace, private=private))
 
 
 def keygen_cmd(
@@ -303,7 +285,7 @@ def trust_cmd(
     if (namespace and key) or revoke or tofu is not None:
         trust.save()
     if show or not ((namespace and key) or revoke or tofu is not None):
-        _print_trust(trust, _open(source, token) if source else None)
+        _print_trust(trust, open_location(source, token) if source else None)
 
 
 def _print_trust(trust: Any, store: Any) -> None:
@@ -335,7 +317,7 @@ def resign_cmd(
     from steerlab.hub import signing
     from steerlab.hub.publish import default_key_path
 
-    store = _open_local(root, catalog_url)
+    store = open_local(root, catalog_url)
     info = store.show(ref)
     private = signing.load_key(key or default_key_path())
     signature = signing.sign(private, info.kind, info.ref, info.sha256, info.card)
@@ -381,7 +363,7 @@ def _upload_screen(protect: list[str], policy: str, threshold: float | None, nor
 
 
 def register(app: typer.Typer) -> None:
-    from steerlab.cli.audit import audit_cmd
+    from steerlab.cli.hub_market import register_market
 
     for name, command in (
         ("add", add_cmd),
@@ -392,12 +374,11 @@ def register(app: typer.Typer) -> None:
         ("push", push_cmd),
         ("rm", rm_cmd),
         ("verify", verify_cmd),
-        ("token", token_cmd),
         ("keygen", keygen_cmd),
         ("trust", trust_cmd),
         ("resign", resign_cmd),
         ("serve", serve_cmd),
-        ("audit", audit_cmd),
     ):
         hub_app.command(name)(command)
+    register_market(hub_app)
     app.add_typer(hub_app, name="hub")

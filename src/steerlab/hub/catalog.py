@@ -1,4 +1,5 @@
-"""The catalogue: namespaces, hashed write tokens and entries (one row per published version), via SQLAlchemy.
+"""The catalogue: namespaces, hashed tokens, entries (one row per published version), entitlements, orders and the
+pull log, via SQLAlchemy.
 
 SQLite by default (one file next to the blobs); any SQLAlchemy URL (e.g. postgresql+psycopg://...) for a shared
 deployment. A row is committed only after its blob is on disk, so a visible row always has its content.
@@ -18,6 +19,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError
@@ -41,14 +44,20 @@ class Namespace(Base):
 
 
 class Token(Base):
-    """A write token for one namespace; only its sha256 is kept, so a leaked catalogue leaks no token."""
+    """A bearer token: who holds it (principal), what it may do in one namespace (scope: read, write or admin; none
+    for an identity-only token), until when. Only its sha256 is kept, so a leaked catalogue leaks no token."""
 
     __tablename__ = "hub_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    namespace: Mapped[str] = mapped_column(ForeignKey("hub_namespaces.name"), index=True)
+    namespace: Mapped[str | None] = mapped_column(ForeignKey("hub_namespaces.name"), index=True, nullable=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    public_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+    principal: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    scope: Mapped[str] = mapped_column(String(16), default="write", server_default="write")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Entry(Base):
@@ -85,6 +94,9 @@ class Entry(Base):
     public_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="public", server_default="public")
+    price: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    terms: Mapped[str] = mapped_column(Text, default="", server_default="")
     tags: Mapped[list[EntryTag]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
 
@@ -93,6 +105,61 @@ class EntryTag(Base):
 
     entry_id: Mapped[int] = mapped_column(ForeignKey("hub_entries.id"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Entitlement(Base):
+    """A principal's right to pull a private or licensed entry (name "*": the whole namespace): granted by the owner,
+    or made by an approved order."""
+
+    __tablename__ = "hub_entitlements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(64), index=True)
+    namespace: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # grant or purchase
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("hub_orders.id"), nullable=True)
+    granted_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Order(Base):
+    """A request to license an entry at its listed price and terms; what settles it is the payment processor's
+    business (the default: the owner's approval)."""
+
+    __tablename__ = "hub_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(64), index=True)
+    namespace: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    price: Mapped[str] = mapped_column(String(32))
+    terms: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending, approved, rejected
+    processor: Mapped[str] = mapped_column(String(64))
+    processor_ref: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decided_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Pull(Base):
+    """Who pulled which version, under what right (public, member, owner, or an entitlement)."""
+
+    __tablename__ = "hub_pulls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    principal: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[str] = mapped_column(String(32), default="")
+    namespace: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    basis: Mapped[str] = mapped_column(String(16))
+    entitlement_id: Mapped[int | None] = mapped_column(ForeignKey("hub_entitlements.id"), nullable=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -107,7 +174,22 @@ def make_engine(url: str) -> Engine:
     except (IntegrityError, ProgrammingError):
         # Another process created the tables between the existence check and CREATE (PostgreSQL); check again.
         Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """A catalogue made by an older steerlab lacks the newer columns (all nullable or defaulted): add them."""
+    tables = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in tables.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = f" DEFAULT '{column.server_default.arg}'" if column.server_default is not None else ""  # type: ignore[attr-defined]
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import httpx
 
 from steerlab.errors import SteerlabError
 from steerlab.hub.entry import EntryInfo, Fit
-from steerlab.hub.errors import Conflict, Forbidden, HubError, NotFound, TooLarge, Unauthorized
+from steerlab.hub.errors import Conflict, Forbidden, HubError, NotFound, PaymentRequired, TooLarge, Unauthorized
 from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER, Publication
 from steerlab.hub.refs import parse_ref
 from steerlab.hub.trust import Trust
@@ -20,7 +20,9 @@ from steerlab.hub.verify import check_content
 if TYPE_CHECKING:
     from steerlab.vector import Vector
 
-ERRORS: dict[int, type[HubError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge}
+ERRORS: dict[int, type[HubError]] = {
+    401: Unauthorized, 402: PaymentRequired, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
+}  # fmt: skip
 
 
 class RemoteStore:
@@ -53,7 +55,8 @@ class RemoteStore:
 
     def publish(self, data: bytes, pub: Publication) -> EntryInfo:
         ref = parse_ref(pub.ref)
-        params: dict[str, Any] = {"kind": pub.kind, "tag": list(pub.tags)}
+        params: dict[str, Any] = {"kind": pub.kind, "tag": list(pub.tags), "visibility": pub.visibility}
+        params.update({key: value for key, value in (("price", pub.price), ("terms", pub.terms)) if value})
         if ref.version:
             params["version"] = ref.version
         if pub.description is not None:
@@ -127,6 +130,31 @@ class RemoteStore:
             )
         raw = self._call("GET", "/entries", params=params).json()["entries"]
         return [EntryInfo.from_dict(r) for r in raw]
+
+    # ----- access to private and licensed entries (the server's admin routes; hub/market.py) -----
+    def grant(self, target: str, principal: str, expires: str | None = None) -> dict[str, Any]:
+        body = {"target": target, "principal": principal, **({"expires": expires} if expires else {})}
+        return dict(self._call("POST", "/grants", json=body).json())
+
+    def revoke_grant(self, target: str, principal: str) -> int:
+        body = {"target": target, "principal": principal}
+        return int(self._call("POST", "/grants/revoke", json=body).json()["revoked"])
+
+    def entitlements(self, namespace: str) -> builtins.list[dict[str, Any]]:
+        return list(self._call("GET", "/grants", params={"namespace": namespace}).json()["entitlements"])
+
+    def purchase(self, ref: str) -> dict[str, Any]:
+        return dict(self._call("POST", "/orders", json={"ref": ref}).json())
+
+    def orders(self, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        params = {"namespace": namespace} if namespace else {}
+        return list(self._call("GET", "/orders", params=params).json()["orders"])
+
+    def decide_order(self, order_id: int, approve: bool) -> dict[str, Any]:
+        return dict(self._call("POST", f"/orders/{int(order_id)}/{'approve' if approve else 'reject'}").json())
+
+    def pulls(self, namespace: str) -> builtins.list[dict[str, Any]]:
+        return list(self._call("GET", "/pulls", params={"namespace": namespace}).json()["pulls"])
 
     def remove(self, ref: str) -> EntryInfo:
         if not parse_ref(ref).version:

@@ -34,6 +34,9 @@ class EntryInfo:
     signature: str | None = None
     public_key: str | None = None
     key_id: str | None = None
+    visibility: str = "public"  # public, private or licensed (hub/market.py)
+    price: str = ""
+    terms: str = ""
 
     @property
     def ref(self) -> str:
@@ -76,6 +79,9 @@ class EntryInfo:
             signature=row.signature,
             public_key=row.public_key,
             key_id=row.key_id,
+            visibility=row.visibility or "public",
+            price=row.price or "",
+            terms=row.terms or "",
         )
 
 

@@ -13,6 +13,12 @@ class Unauthorized(HubError):
     status = 401
 
 
+class PaymentRequired(HubError):
+    """A licensed entry without an entitlement to it."""
+
+    status = 402
+
+
 class Forbidden(HubError):
     status = 403
 

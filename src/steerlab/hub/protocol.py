@@ -33,6 +33,9 @@ class Publication:
     description: str | None = None
     signature: str | None = None
     public_key: str | None = None
+    visibility: str = "public"  # public, private (namespace members and grantees) or licensed (needs an entitlement)
+    price: str = ""  # a licensed listing's price, e.g. "25.00 EUR"
+    terms: str = ""  # a licensed listing's licence terms (a name or URL)
 
 
 @runtime_checkable

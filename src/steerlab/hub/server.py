@@ -7,6 +7,13 @@ Routes (OpenAPI schema at /openapi.json, browsable at /docs):
   GET    /api/v1/entries/{ns}/{name}/{version}/content   the bytes
   POST   /api/v1/entries/{ns}/{name}              upload (body = the file; ?version=, ?kind=, ?tag=, ?description=)
   DELETE /api/v1/entries/{ns}/{name}/{version}    withdraw a version
+  GET    /api/v1/grants?namespace=NS              entitlements of a namespace (its admin)
+  POST   /api/v1/grants                           grant {"target": "ns[/name]", "principal", "expires"} (admin)
+  POST   /api/v1/grants/revoke                    revoke {"target", "principal"} (admin)
+  POST   /api/v1/orders                           purchase {"ref"}: an order for a licensed entry
+  GET    /api/v1/orders[?namespace=NS]            your orders, or a namespace's (its admin)
+  POST   /api/v1/orders/{id}/approve | reject     the owner's decision (admin)
+  GET    /api/v1/pulls?namespace=NS               who pulled what under which right (admin)
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -115,6 +122,9 @@ def create_app(store: LocalStore, screen: UploadScreen | None = None) -> FastAPI
         kind: str = "vector",
         tag: Annotated[list[str] | None, Query()] = None,
         description: str | None = None,
+        visibility: str = "public",
+        price: str = "",
+        terms: str = "",
     ) -> dict[str, Any]:
         """Body: the vector (.safetensors) or kit (.json) file. Needs `Authorization: Bearer <namespace token>`."""
         ref = _ref(namespace, name, version)
@@ -128,6 +138,9 @@ def create_app(store: LocalStore, screen: UploadScreen | None = None) -> FastAPI
             description=description,
             signature=request.headers.get(SIGNATURE_HEADER),
             public_key=request.headers.get(PUBLIC_KEY_HEADER),
+            visibility=visibility,
+            price=price,
+            terms=terms,
         )
         return (await _receive(store, request, pub, who, screen)).to_dict()
 
@@ -135,7 +148,56 @@ def create_app(store: LocalStore, screen: UploadScreen | None = None) -> FastAPI
     def remove(namespace: str, name: str, version: str, request: Request) -> dict[str, Any]:
         return store.remove(_ref(namespace, name, version), access(request)).to_dict()
 
+    _market_routes(app, store, access)
     return app
+
+
+JsonBody = Annotated[dict[str, Any], Body()]
+
+
+def _text(body: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SteerlabError(f"the JSON body needs {key!r} (a string).")
+    return value
+
+
+def _market_routes(app: FastAPI, store: LocalStore, access: Any) -> None:
+    """Grants, orders and the pull log (hub/market.py); every decision is the namespace admin's."""
+
+    @app.get(f"{API}/grants")
+    def entitlements(namespace: str, request: Request) -> dict[str, Any]:
+        return {"entitlements": store.entitlements(namespace, access(request))}
+
+    @app.post(f"{API}/grants", status_code=201)
+    def grant(body: JsonBody, request: Request) -> dict[str, Any]:
+        expires = _text(body, "expires", required=False)
+        return store.grant(str(_text(body, "target")), str(_text(body, "principal")), access(request), expires)
+
+    @app.post(f"{API}/grants/revoke")
+    def revoke(body: JsonBody, request: Request) -> dict[str, Any]:
+        count = store.revoke_grant(str(_text(body, "target")), str(_text(body, "principal")), access(request))
+        return {"revoked": count}
+
+    @app.post(f"{API}/orders", status_code=201)
+    def purchase(body: JsonBody, request: Request) -> dict[str, Any]:
+        return store.purchase(str(_text(body, "ref")), access(request))
+
+    @app.get(f"{API}/orders")
+    def orders(request: Request, namespace: str | None = None) -> dict[str, Any]:
+        return {"orders": store.orders(namespace, access(request))}
+
+    @app.post(f"{API}/orders/{{order_id}}/{{decision}}")
+    def decide(order_id: int, decision: str, request: Request) -> dict[str, Any]:
+        if decision not in ("approve", "reject"):
+            raise SteerlabError(f"unknown decision {decision!r}: POST .../orders/ID/approve or .../reject.")
+        return store.decide_order(order_id, decision == "approve", access(request))
+
+    @app.get(f"{API}/pulls")
+    def pulls(namespace: str, request: Request) -> dict[str, Any]:
+        return {"pulls": store.pulls(namespace, access(request))}
 
 
 async def _receive(

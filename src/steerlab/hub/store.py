@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import hashlib
 import json
-import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,10 +15,13 @@ from sqlalchemy.exc import IntegrityError
 
 from steerlab.errors import SteerlabError
 from steerlab.hub import signing
+from steerlab.hub.access import ANONYMOUS, OWNER, Access, describe, expiry, hash_token, lookup, new_token
 from steerlab.hub.blobs import BlobStore, Incoming, sha256_hex
 from steerlab.hub.catalog import Entry, EntryTag, Namespace, Token, make_engine, make_sessions
 from steerlab.hub.entry import EntryInfo, Fit
-from steerlab.hub.errors import Conflict, Forbidden, NotFound, Unauthorized
+from steerlab.hub.errors import Conflict, Forbidden, NotFound, PaymentRequired, Unauthorized
+from steerlab.hub.ledger import Ledger
+from steerlab.hub.market import Listing, PaymentProcessor, active, entitled_names, may_see
 from steerlab.hub.protocol import Publication
 from steerlab.hub.refs import Ref, Version, check_name, parse_ref
 from steerlab.hub.trust import Trust
@@ -36,24 +36,7 @@ MAX_TAGS = 32
 AUTO_VERSION_TRIES = 20
 
 
-@dataclass(frozen=True)
-class Access:
-    """Who is asking: the store's owner (local file access), or a server client holding a token for one namespace."""
-
-    read_all: bool = False
-    write_all: bool = False
-    namespace: str | None = None
-
-    def can_write(self, namespace: str) -> bool:
-        return self.write_all or self.namespace == namespace
-
-
-OWNER = Access(read_all=True, write_all=True)
-ANONYMOUS = Access()
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+__all__ = ["ANONYMOUS", "OWNER", "Access", "LocalStore", "Publication", "hash_token"]
 
 
 class LocalStore:
@@ -66,6 +49,7 @@ class LocalStore:
         max_bytes: int = DEFAULT_MAX_BYTES,
         token: str | None = None,
         trust: Trust | None = None,
+        payments: PaymentProcessor | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         # Which signers reads accept (steerlab.hub.open_store passes this machine's trust file).
@@ -76,8 +60,9 @@ class LocalStore:
         self.blobs = BlobStore(self.root / "blobs")
         self.engine = make_engine(self.catalog_url)
         self.sessions = make_sessions(self.engine)
+        self.ledger = Ledger(self.sessions, payments)  # entitlements, orders, the pull log (hub/ledger.py)
         # Local file access reads everything; a token given here makes writes behave as they do on a server.
-        self.default_access = OWNER if token is None else Access(read_all=True, namespace=self.access(token).namespace)
+        self.default_access = OWNER if token is None else dataclasses.replace(self.access(token), read_all=True)
 
     def _catalog_url(self, given: str | None) -> str:
         """The URL is remembered in store.json, so later opens of this root find the same catalogue."""
@@ -102,17 +87,44 @@ class LocalStore:
         return f"LocalStore({str(self.root)!r})"
 
     # ----- namespaces and tokens -----
-    def create_token(self, namespace: str, private: bool | None = None) -> str:
-        """A new write token for `namespace` (created if new); only its hash is kept."""
-        check_name(namespace, "namespace")
-        token = "stl_" + secrets.token_urlsafe(32)
-        self._ensure_namespace(namespace)
+    def create_token(self, namespace: str | None, private: bool | None = None, **options: Any) -> str:
+        """The secret of a new token (issue_token's options: scope, principal, expires)."""
+        return self.issue_token(namespace, private, **options)[0]
+
+    def issue_token(
+        self,
+        namespace: str | None,
+        private: bool | None = None,
+        scope: str | None = None,
+        principal: str | None = None,
+        expires: datetime | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """A new token's secret (only its hash is kept) and what the owner lists about it: `scope` (read, write (the
+        default) or admin) on `namespace` (created if new), held by `principal` (default: the namespace's name),
+        until `expires`. No namespace: an identity-only token (a buyer's or grantee's)."""
+        secret, row = new_token(namespace, scope, principal, expires)
+        if namespace is not None:
+            self._ensure_namespace(namespace)
         with self.sessions.begin() as session:
-            row = self._namespace(session, namespace)
-            if private is not None:
-                row.private = private
-            session.add(Token(namespace=namespace, token_hash=hash_token(token)))
-        return token
+            if namespace is not None and private is not None:
+                self._namespace(session, namespace).private = private
+            session.add(row)
+            session.flush()
+            return secret, describe(row)
+
+    def tokens(self, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        with self.sessions() as session:
+            query = select(Token) if namespace is None else select(Token).where(Token.namespace == namespace)
+            return [describe(row) for row in sorted(session.scalars(query).all(), key=lambda r: r.id)]
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token by the id `tokens` lists (never by its secret): refused from then on."""
+        with self.sessions.begin() as session:
+            row = session.scalars(select(Token).where(Token.public_id == token_id)).first()
+            if row is None:
+                raise NotFound(f"no token {token_id!r}: `steerlab hub tokens` lists them.")
+            row.revoked_at = row.revoked_at or datetime.now(UTC)
+            return describe(row)
 
     def set_private(self, namespace: str, private: bool) -> None:
         check_name(namespace, "namespace")
@@ -136,14 +148,11 @@ class LocalStore:
         return row
 
     def access(self, token: str | None) -> Access:
-        """The access a bearer token grants; a token that matches nothing is refused outright."""
+        """The access a bearer token grants; an unknown, revoked or expired token is refused outright."""
         if not token:
             return ANONYMOUS
         with self.sessions() as session:
-            row = session.scalars(select(Token).where(Token.token_hash == hash_token(token))).first()
-        if row is None:
-            raise Forbidden("the token is not valid for this store: ask its owner for one (`steerlab hub token NS`).")
-        return Access(namespace=row.namespace)
+            return lookup(session, token)
 
     def _private_namespaces(self) -> set[str]:
         with self.sessions() as session:
@@ -152,12 +161,15 @@ class LocalStore:
     def _who(self, access: Access | None) -> Access:
         return self.default_access if access is None else access
 
-    def _check_read(self, namespace: str, access: Access | None) -> None:
+    def _seen_by(self, rows: builtins.list[Entry], access: Access | None) -> builtins.list[Entry]:
+        """The rows `access` may see: private namespaces and private entries only for members and grantees."""
         access = self._who(access)
-        if access.read_all or access.namespace == namespace or namespace not in self._private_namespaces():
-            return
-        # Same answer as a missing entry: a private namespace's contents are not even confirmed to exist.
-        raise NotFound(f"no entry in namespace {namespace!r} (it is private: pass a token for it).")
+        if access.read_all or not rows:
+            return rows
+        private = self._private_namespaces()
+        with self.sessions() as session:
+            entitled = entitled_names(session, access.principal)
+        return [row for row in rows if may_see(row.namespace, row.name, row.visibility, access, private, entitled)]
 
     # ----- publishing -----
     def publish(
@@ -166,6 +178,7 @@ class LocalStore:
         """Validate everything, write the blob, then commit the catalogue row: a crash leaves no visible entry."""
         ref = parse_ref(pub.ref)
         self.check_write(ref.namespace, access)
+        listing = Listing(pub.visibility, pub.price, pub.terms).checked()
         checked = check_upload(data, pub.kind, self.max_bytes)
         digest = incoming.digest if incoming is not None else sha256_hex(data)
         key_id = _check_signature(pub, ref, checked, digest)
@@ -177,7 +190,7 @@ class LocalStore:
         else:
             self.blobs.put(data)
         try:
-            info = self._insert(ref, pub, checked, digest, len(data), tags, key_id)
+            info = self._insert(ref, pub, checked, digest, len(data), tags, key_id, listing)
         except Conflict:
             if not self._rows(Entry.sha256 == digest):  # lost a race for the version: leave no orphan blob behind
                 self.blobs.delete(digest)
@@ -192,15 +205,26 @@ class LocalStore:
             return
         if access.namespace is None:
             raise Unauthorized(f"writing to namespace {namespace!r} needs its token: pass --token (a bearer token).")
+        if access.namespace == namespace:
+            raise Forbidden(f"this token may only {access.scope} in namespace {namespace!r}, not write.")
         raise Forbidden(f"this token is for namespace {access.namespace!r}, not {namespace!r}.")
 
     def _insert(
-        self, ref: Ref, pub: Publication, checked: Checked, digest: str, size: int, tags: list[str], key_id: str | None
+        self,
+        ref: Ref,
+        pub: Publication,
+        checked: Checked,
+        digest: str,
+        size: int,
+        tags: list[str],
+        key_id: str | None,
+        listing: Listing,
     ) -> EntryInfo:
         self._ensure_namespace(ref.namespace)
         for _ in range(AUTO_VERSION_TRIES):
             version = Version.parse(ref.version) if ref.version else self._next_version(ref)
             row = _entry_row(ref, version, pub, checked, digest, size, tags, key_id)
+            row.visibility, row.price, row.terms = listing.visibility, listing.price, listing.terms
             try:
                 with self.sessions.begin() as session:
                     session.add(row)
@@ -233,13 +257,15 @@ class LocalStore:
 
     def _resolve(self, ref_text: str, access: Access | None) -> Entry:
         ref = parse_ref(ref_text)
-        self._check_read(ref.namespace, access)
         conditions = [Entry.namespace == ref.namespace, Entry.name == ref.name]
         if ref.version:
             conditions.append(Entry.version == ref.version)
-        rows = self._rows(*conditions)
+        found = self._rows(*conditions)
+        rows = self._seen_by(found, access)
         if not rows:
-            raise NotFound(f"no entry {ref} in {self}: `steerlab hub search` lists what there is.")
+            # Same answer as a missing entry: a private entry is not even confirmed to exist.
+            hidden = " (or it is private: pass a token that may read it)" if found else ""
+            raise NotFound(f"no entry {ref} in {self}{hidden}: `steerlab hub search` lists what there is.")
         return _latest(rows)
 
     def show(self, ref: str, access: Access | None = None) -> EntryInfo:
@@ -247,8 +273,9 @@ class LocalStore:
 
     def versions(self, base: str, access: Access | None = None) -> list[EntryInfo]:
         ref = parse_ref(base)
-        self._check_read(ref.namespace, access)
-        rows = self._rows(Entry.namespace == ref.namespace, Entry.name == ref.name)
+        rows = self._seen_by(self._rows(Entry.namespace == ref.namespace, Entry.name == ref.name), access)
+        if not rows:
+            raise NotFound(f"no entry {ref} in {self}: `steerlab hub search` lists what there is.")
         return [EntryInfo.from_row(r) for r in sorted(rows, key=_row_order)]
 
     def get_bytes(
@@ -258,11 +285,33 @@ class LocalStore:
         trusted_keys: Iterable[str] | None = None,
         access: Access | None = None,
     ) -> tuple[EntryInfo, bytes]:
-        """The content, after checking its hash, its card against the catalogue, and its signature."""
+        """The content, after checking its hash, its card against the catalogue, and its signature. A licensed entry
+        needs an entitlement; a pull by a client (`access` given) is logged with the right it used."""
         info = self.show(ref, access)
+        basis, entitlement = self._pull_right(info, access)
         data = self.blobs.read(info.sha256)
         check_content(info, data, require_signed, trusted_keys, self.trust, parse_ref(ref))
+        if access is not None:
+            self.ledger.record_pull(info, access, basis, entitlement)
         return info, data
+
+    def _pull_right(self, info: EntryInfo, access: Access | None) -> tuple[str, int | None]:
+        who = self._who(access)
+        if who.read_all:
+            return "owner", None
+        if who.can_read(info.namespace):
+            return "member", None
+        with self.sessions() as session:
+            held = active(session, who.principal, info.namespace, info.name)
+        if held is not None:
+            return "entitlement", held.id
+        if info.visibility == "licensed":
+            raise PaymentRequired(
+                f"{info.namespace}/{info.name} is licensed ({info.terms}; {info.price}): pulling it needs an "
+                f"entitlement. `steerlab hub purchase {info.namespace}/{info.name}` places an order for its owner to "
+                "approve; or ask the owner for a grant."
+            )
+        return "public", None
 
     def get_vector(self, ref: str, require_signed: bool = False, trusted_keys: Iterable[str] | None = None) -> Vector:
         from steerlab.vector import Vector
@@ -312,18 +361,14 @@ class LocalStore:
             conditions.append(Entry.base_model == base_model)
         if kind:
             conditions.append(Entry.kind == kind)
-        found = self._visible(self._rows(*conditions), access, all_versions)
+        found = self._visible(self._seen_by(self._rows(*conditions), access), all_versions)
         if fits is not None:
             fit = fits if isinstance(fits, Fit) else Fit.of(fits)
             found = [info for info in found if fit.accepts(info)]
         return found
 
-    def _visible(
-        self, rows: builtins.list[Entry], access: Access | None, all_versions: bool
-    ) -> builtins.list[EntryInfo]:
-        access = self._who(access)
-        private = set() if access.read_all else self._private_namespaces() - {access.namespace}
-        rows = [r for r in rows if r.namespace not in private]
+    @staticmethod
+    def _visible(rows: builtins.list[Entry], all_versions: bool) -> builtins.list[EntryInfo]:
         if not all_versions:
             groups: dict[tuple[str, str], list[Entry]] = {}
             for row in rows:
@@ -331,6 +376,39 @@ class LocalStore:
             rows = [_latest(group) for group in groups.values()]
         rows.sort(key=lambda r: (r.namespace, r.name, _row_order(r)))
         return [EntryInfo.from_row(r) for r in rows]
+
+    # ----- access to private and licensed entries (hub/market.py, hub/ledger.py) -----
+    def grant(
+        self, target: str, principal: str, access: Access | None = None, expires: str | None = None
+    ) -> dict[str, Any]:
+        """Entitle `principal` to NAMESPACE/NAME (every version), or to a whole NAMESPACE, for `expires` ('30d',
+        '12h', '2w'; default: until revoked); needs the namespace's admin."""
+        namespace, name = _target(target)
+        return self.ledger.grant(namespace, name, principal, self._who(access), expiry(expires))
+
+    def revoke_grant(self, target: str, principal: str, access: Access | None = None) -> int:
+        namespace, name = _target(target)
+        return self.ledger.revoke_grants(namespace, name, principal, self._who(access))
+
+    def entitlements(self, namespace: str, access: Access | None = None) -> builtins.list[dict[str, Any]]:
+        return self.ledger.entitlements(check_name(namespace, "namespace"), self._who(access))
+
+    def purchase(self, ref: str, access: Access | None = None) -> dict[str, Any]:
+        """An order for a licensed entry, at its listed price and terms, for the token's holder."""
+        return self.ledger.purchase(self.show(ref, access), self._who(access))
+
+    def decide_order(self, order_id: int, approve: bool, access: Access | None = None) -> dict[str, Any]:
+        return self.ledger.decide(order_id, approve, self._who(access))
+
+    def settle_order(self, order_id: int, processor: str) -> dict[str, Any]:
+        """A payment processor's confirmation (see hub/market.py): the order is approved, its buyer entitled."""
+        return self.ledger.settle(order_id, processor)
+
+    def orders(self, namespace: str | None = None, access: Access | None = None) -> builtins.list[dict[str, Any]]:
+        return self.ledger.orders(self._who(access), check_name(namespace, "namespace") if namespace else None)
+
+    def pulls(self, namespace: str, access: Access | None = None) -> builtins.list[dict[str, Any]]:
+        return self.ledger.pulls(check_name(namespace, "namespace"), self._who(access))
 
     # ----- removing and checking -----
     def remove(self, ref: str, access: Access | None = None) -> EntryInfo:
@@ -377,6 +455,16 @@ class LocalStore:
     def verify(self, clean: bool = False) -> VerifyReport:
         """Every live entry's content against its catalogue row; leftovers reported (and, with clean, removed)."""
         return verify_store([EntryInfo.from_row(row) for row in self._rows()], self.blobs, clean)
+
+
+def _target(text: str) -> tuple[str, str]:
+    """NAMESPACE/NAME (every version of it) or NAMESPACE (all of it, '*')."""
+    if "/" not in text:
+        return check_name(text, "namespace"), "*"
+    ref = parse_ref(text)
+    if ref.version:
+        raise SteerlabError(f"a grant covers every version: name {ref.base}, not {ref}.")
+    return ref.namespace, ref.name
 
 
 def _row_order(row: Entry) -> tuple[int, int, int, int, str]:
