@@ -111,14 +111,16 @@ MOE_FAMILIES = (
 )
 
 
-def tiny_moe(family: str, seed: int = 0) -> LoadedModel:
-    """A tiny random MoE of one family: 4 layers, 4 experts, top-2 (DeepSeek's MLA settings as in `_configs`)."""
+def tiny_moe(family: str, seed: int = 0, **overrides: Any) -> LoadedModel:
+    """A tiny random MoE of one family: 4 layers, 4 experts, top-2 unless `overrides` say otherwise (DeepSeek takes
+    its MLA settings from `DEEPSEEK`)."""
     from transformers import AutoConfig
 
-    if family in ("deepseek_v2", "deepseek_v3"):
-        return tiny_model(family, seed)
     torch.manual_seed(seed)
-    config = AutoConfig.for_model(family, **COMMON, **MOE_SETTINGS)
+    if family in ("deepseek_v2", "deepseek_v3"):
+        config = AutoConfig.for_model(family, **{**DEEPSEEK, **overrides})
+    else:
+        config = AutoConfig.for_model(family, **{**COMMON, **MOE_SETTINGS, **overrides})
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return wrap_model(model, byte_tokenizer(), name=f"tiny-{family}")
 

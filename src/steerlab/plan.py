@@ -130,13 +130,14 @@ class Plan:
     @property
     def router_layers(self) -> list[int]:
         """Layers where some row, decided or not, may offset the router."""
-        return sorted(
+        found = {
             layer
             for row in self.rows
             for part in (row.layers, *row.gated.values())
             for layer, phases in part.items()
             if any(slot.router is not None for slot in phases.values())
-        )
+        }
+        return sorted(found)
 
     def reset(self) -> None:
         """A new prefill: every condition undecided, only unconditional steering on."""

@@ -8,7 +8,7 @@ from typing import Literal
 
 from steerlab.errors import SteerlabError
 from steerlab.formats.arrays import Convention, load_arrays, save_arrays, vector_from_arrays
-from steerlab.formats.llamacpp import export_gguf, import_gguf
+from steerlab.formats.llamacpp import check_residual, export_gguf, import_gguf
 from steerlab.formats.steering_vectors import (
     from_steering_vector,
     load_steering_vector_file,
@@ -75,6 +75,7 @@ def import_vector(
 def export_vector(vector: Vector, path: str | os.PathLike[str], fmt: str, model_hint: str | None = None) -> Path:
     """Write `vector` for another tool: a GGUF (llama.cpp, repeng), a steering-vectors state, or arrays."""
     chosen = _check_format(fmt)
+    check_residual(vector)
     if chosen in ("llama.cpp", "repeng"):
         return export_gguf(vector, path, model_hint=model_hint)
     if chosen == "steering-vectors":

@@ -19,7 +19,7 @@ import torch
 
 from steerlab.errors import SteerlabError
 from steerlab.kit import KitEntry
-from steerlab.vector import Card, Vector
+from steerlab.vector import ROUTER_SITE, Card, Vector
 
 ARCH = "controlvector"
 CARD_FIELD = f"{ARCH}.steerlab_card"  # the full steerlab card as JSON, so a round trip loses nothing
@@ -47,12 +47,22 @@ def gguf_directions(vector: Vector, layers: list[int] | None = None) -> dict[int
     return rows
 
 
+def check_residual(vector: Vector, what: str = "the vector") -> None:
+    """Other tools take residual directions only: refuse an expert vector (router-logit offsets) clearly."""
+    if vector.card.site == ROUTER_SITE:
+        raise SteerlabError(
+            f"{what} is an expert vector (router-logit offsets for MoE blocks); llama.cpp control vectors, repeng "
+            "and steering-vectors only add residual directions, so they cannot take it. Steer with steerlab."
+        )
+
+
 def export_gguf(
     vector: Vector, path: str | os.PathLike[str], model_hint: str | None = None, layers: list[int] | None = None
 ) -> Path:
     """Write `vector` as a llama.cpp control vector (`direction.N`, N >= 1, float32, 1-D); returns the path."""
     import gguf
 
+    check_residual(vector)
     target = Path(path)
     if target.suffix != ".gguf":
         raise SteerlabError(f"a llama.cpp control vector is a .gguf file; {target} has another extension.")
@@ -234,6 +244,12 @@ class LlamaCppExport:
 
 def _check_representable(entry: KitEntry, label: str) -> None:
     """llama.cpp only adds, at every token: refuse what it would silently do differently."""
+    check_residual(entry.vector, f"entry {label}")
+    if entry.when is not None:
+        raise SteerlabError(
+            f"entry {label} is conditional (when {entry.when.name}); llama.cpp steers every prompt alike and cannot "
+            "read a condition. Export the kit without its condition, or serve it with steerlab."
+        )
     if entry.mode != "add":
         raise SteerlabError(f"entry {label} uses mode {entry.mode!r}; llama.cpp control vectors can only add.")
     if entry.positions != "all":
