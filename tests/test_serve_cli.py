@@ -38,11 +38,12 @@ def cli_server(tmp_path_factory):
     port, audit = _free_port(), root / "audit.jsonl"
     command = [sys.executable, "-m", "steerlab", "serve", "--model", str(root / "tiny-llama"), "--kits", str(kits)]
     command += ["--port", str(port), "--audit-log", str(audit), "--max-scale", "2", "--max-batch", "4"]
+    command += ["--protect", str(kits / "rnd.safetensors")]  # rnd protects itself: -rnd is refused
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_up(proc, url)
-        yield url, audit
+        yield url, audit, root / "tiny-llama"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -65,7 +66,7 @@ def _wait_up(proc: subprocess.Popen, url: str) -> None:
 
 
 def test_cli_serves_the_api_the_page_and_its_limits(cli_server) -> None:
-    url, audit = cli_server
+    url, audit, _model = cli_server
     assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["tiny-llama"]
     body = {"model": "tiny-llama", "prompt": "hello", "max_tokens": 4, "temperature": 0}
     ok = httpx.post(f"{url}/v1/completions", json={**body, "steering": [{"vector": "rnd", "scale": 1.5}]}, timeout=120)
@@ -75,5 +76,24 @@ def test_cli_serves_the_api_the_page_and_its_limits(cli_server) -> None:
     page = httpx.get(f"{url}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert httpx.get(f"{url}/static/app.js").status_code == 200
+    negated = httpx.post(f"{url}/v1/completions", json={**body, "steering": [{"vector": "rnd", "scale": -2.0}]})
+    assert negated.status_code == 400 and negated.json()["error"]["code"] == "protected_direction"
     records = [json.loads(line) for line in Path(audit).read_text().splitlines()]
-    assert [r["status"] for r in records] == ["ok", "rejected"] and records[0]["vectors"][0]["scale"] == 1.5
+    assert [r["status"] for r in records] == ["ok", "rejected", "rejected"] and records[0]["vectors"][0]["scale"] == 1.5
+    assert records[2]["error"] == "protected_direction"
+
+
+def test_cli_norms_writes_what_a_store_reads(cli_server, tmp_path: Path) -> None:
+    from steerlab.guard.norms import read_norms
+
+    model = Path(cli_server[2])
+    out = tmp_path / "norms.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "steerlab", "serve", "norms", "--model", str(model), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    norms = read_norms(out)
+    assert sorted(norms) == [0, 1, 2, 3] and all(h > 0 for h in norms.values())
