@@ -101,3 +101,14 @@ def test_benign_and_strengthening_steering_pass(server) -> None:
     ):
         response = _post(url, steering)
         assert response.status_code == 200, (steering, response.text)
+
+
+def test_a_default_kit_that_cancels_a_protected_direction_stops_the_start(tmp_path) -> None:
+    from steerlab.guard.screen import ProtectedDirectionError
+
+    guarded, _benign = _unit_vectors(1)
+    kits = tmp_path / "kits"
+    protected = guarded.save(tmp_path / "guarded.safetensors")
+    Vector({la: -5 * d for la, d in guarded.directions.items()}, Card(name="sunny")).save(kits / "sunny.safetensors")
+    with pytest.raises(ProtectedDirectionError, match="'guarded'"):
+        build_service(tiny_model("llama"), kits_dir=kits, default="sunny", protect=[str(protected)])

@@ -50,6 +50,8 @@ def build_service(
     )
     keys = KeyRing.load(Path(api_keys)) if isinstance(api_keys, str | Path) else api_keys
     guard = build_guard(model, protect, protect_threshold, registry.store) if protect else None
+    if guard is not None and default is not None:
+        guard.check(registry.resolve(default).kit)  # a default that breaches would refuse every request: say so now
     batcher = Batcher(model, max_batch=max_batch, max_prefill_tokens=max_prefill_tokens)
     return Service(model, registry, batcher, AuditLog(audit_path), config, keys=keys, guard=guard)
 
