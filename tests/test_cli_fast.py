@@ -161,6 +161,22 @@ def test_keygen_token_and_signed_push_without_torch(hub: Fixture, tmp_path: Path
         assert f"published {ref} ({kind}," in pushed.out and "signed by" in pushed.out
 
 
+def test_trust_and_access_commands_without_torch(hub: Fixture, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    made = cli("hub", "keygen", "--out", tmp_path / "k.pem", home=home)
+    key_id = made.out.split()[0]
+    for args in (
+        ("hub", "trust", "team", key_id),
+        ("hub", "trust", "--list", "--from", hub.root),
+        ("hub", "token", "--principal", "bob", "--root", hub.root),
+        ("hub", "tokens", "--root", hub.root, "--json"),
+        ("hub", "orders", "--from", hub.root),
+    ):
+        ran = cli(*args, home=home)
+        assert_light(ran)
+    assert f"team: {key_id}" in cli("hub", "trust", home=home).out
+
+
 def test_remote_list_and_pull_without_torch(hub: Fixture, tmp_path: Path) -> None:
     out = tmp_path / "happy.safetensors"
     with ThreadServer(LocalStore(hub.root)) as server:
