@@ -76,7 +76,7 @@ def grant_cmd(
     token: TokenOpt = None,
 ) -> None:
     """Entitle someone to a private or licensed entry (needs the namespace's admin token, or the folder)."""
-    store: Any = open_location(source, token)
+    store = open_location(source, token)
     if revoke:
         console.print(f"revoked {store.revoke_grant(target, principal)} grant(s) of {target} to {principal}")
         return
@@ -89,7 +89,7 @@ def grants_cmd(
     namespace: NamespaceArg, source: FromOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List a namespace's entitlements: grants and purchases (its admin)."""
-    store: Any = open_location(source, token)
+    store = open_location(source, token)
     columns = ("id", "principal", "entry", "kind", "order", "granted_by", "expires_at", "revoked_at")
     _rows(store.entitlements(namespace), as_json, columns, "no entitlements")
 
@@ -100,7 +100,7 @@ def purchase_cmd(
     token: TokenOpt = None,
 ) -> None:
     """Order a licence to an entry at its listed price and terms; no money moves here: the owner approves it."""
-    store: Any = open_location(source, token)
+    store = open_location(source, token)
     order = store.purchase(ref)
     console.print(f"order {order['id']} for {order['entry']}: {order['price']}, terms {order['terms']}; "
                   f"{order['status']} ({order['processor_ref'] or order['processor']})")  # fmt: skip
@@ -113,13 +113,13 @@ def orders_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List orders: those you placed, or those for a namespace you administer."""
-    store: Any = open_location(source, token)
+    store = open_location(source, token)
     columns = ("id", "principal", "entry", "price", "status", "processor", "created_at", "decided_by")
     _rows(store.orders(namespace), as_json, columns, "no orders")
 
 
 def _decide(order: int, approve: bool, source: str | None, token: str | None) -> None:
-    store: Any = open_location(source, token)
+    store = open_location(source, token)
     decided = store.decide_order(order, approve)
     console.print(f"order {decided['id']} for {decided['entry']} by {decided['principal']}: {decided['status']}")
 
@@ -141,7 +141,7 @@ def pulls_cmd(
     namespace: NamespaceArg, source: FromOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Who pulled which version of a namespace's entries, under which right (its admin)."""
-    store: Any = open_location(source, token)
+    store = open_location(source, token)
     columns = ("at", "principal", "token", "entry", "basis", "entitlement")
     _rows(store.pulls(namespace), as_json, columns, "no pulls")
 

@@ -94,3 +94,32 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the catalogue connection or the HTTP client."""
         ...
+
+    # ----- access to private and licensed entries (hub/market.py); the namespace admin's calls unless noted -----
+    def grant(self, target: str, principal: str, expires: str | None = None) -> dict[str, Any]:
+        """Entitle `principal` to NAMESPACE/NAME (every version) or a whole NAMESPACE, for `expires` ('30d')."""
+        ...
+
+    def revoke_grant(self, target: str, principal: str) -> int:
+        """Withdraw the principal's live grants to `target`; how many there were."""
+        ...
+
+    def entitlements(self, namespace: str) -> builtins.list[dict[str, Any]]:
+        """Every grant and purchase in a namespace."""
+        ...
+
+    def purchase(self, ref: str) -> dict[str, Any]:
+        """(The buyer's call.) An order for a licensed entry at its listed price and terms."""
+        ...
+
+    def orders(self, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        """A namespace's orders (its admin), or without one the orders the caller placed."""
+        ...
+
+    def decide_order(self, order_id: int, approve: bool) -> dict[str, Any]:
+        """Approve (the buyer is entitled) or reject a pending order."""
+        ...
+
+    def pulls(self, namespace: str) -> builtins.list[dict[str, Any]]:
+        """Who pulled which version of the namespace's entries, under which right."""
+        ...

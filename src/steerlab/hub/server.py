@@ -174,7 +174,7 @@ def _market_routes(app: FastAPI, store: LocalStore, access: Any) -> None:
     @app.post(f"{API}/grants", status_code=201)
     def grant(body: JsonBody, request: Request) -> dict[str, Any]:
         expires = _text(body, "expires", required=False)
-        return store.grant(str(_text(body, "target")), str(_text(body, "principal")), access(request), expires)
+        return store.grant(str(_text(body, "target")), str(_text(body, "principal")), expires, access(request))
 
     @app.post(f"{API}/grants/revoke")
     def revoke(body: JsonBody, request: Request) -> dict[str, Any]:

@@ -379,7 +379,7 @@ class LocalStore:
 
     # ----- access to private and licensed entries (hub/market.py, hub/ledger.py) -----
     def grant(
-        self, target: str, principal: str, access: Access | None = None, expires: str | None = None
+        self, target: str, principal: str, expires: str | None = None, access: Access | None = None
     ) -> dict[str, Any]:
         """Entitle `principal` to NAMESPACE/NAME (every version), or to a whole NAMESPACE, for `expires` ('30d',
         '12h', '2w'; default: until revoked); needs the namespace's admin."""
