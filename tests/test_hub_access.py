@@ -122,13 +122,26 @@ def test_public_private_and_licensed_entries_with_grants_orders_and_the_pull_log
     with pytest.raises(NotFound):
         carol.get_bytes("alice/secret")
 
+    # A listing changes for every version, by the namespace's admin only; the content and its signature stay.
+    with pytest.raises(Forbidden):
+        bob.set_listing("alice/open", "private")
+    with pytest.raises(SteerlabError, match="price"):
+        alice.set_listing("alice/open", "licensed", terms=TERMS)
+    changed = alice.set_listing("alice/open", "licensed", "5.00 EUR", TERMS)
+    assert [(i.version, i.visibility, i.price) for i in changed] == [("1.0.0", "licensed", "5.00 EUR")]
+    with pytest.raises(PaymentRequired):
+        dave.get_bytes("alice/open")
+    alice.set_listing("alice/open", "public")
+    assert dave.get_bytes("alice/open")[0].visibility == "public"
+
     # The pull log: who pulled which version under which right.
     log = [(p["principal"], p["entry"], p["basis"], p["entitlement"]) for p in alice.pulls("alice")]
     purchase = next(e for e in alice.entitlements("alice") if e["kind"] == "purchase")
     assert ("anonymous", "alice/open@1.0.0", "public", None) in log
     assert ("bob", "alice/pro@1.0.0", "entitlement", purchase["id"]) in log and purchase["order"] == order["id"]
     assert ("carol", "alice/secret@1.0.0", "entitlement", granted["id"]) in log
-    assert not any(p[0] == "dave" for p in log)  # refused pulls are not pulls
+    assert ("dave", "alice/open@1.0.0", "public", None) in log
+    assert not any(p[0] == "dave" and p[1] == "alice/pro@1.0.0" for p in log)  # refused pulls are not pulls
     for who, error in ((anonymous, Unauthorized), (bob, Forbidden)):
         with pytest.raises(error):
             who.pulls("alice")
@@ -180,6 +193,11 @@ def test_bad_and_hostile_access_requests_are_refused_and_change_nothing(
         ("pulls, anonymous", "GET", "/pulls?namespace=alice", None, None, 401, "admin token"),
         ("pulls, bad namespace", "GET", "/pulls?namespace=..", None, admin, 400, "invalid namespace"),
         ("forged token", "GET", "/orders", None, "stl_" + "A" * 43, 403, "not valid"),
+        ("listing, no visibility", "POST", "/entries/alice/pro/listing", {}, admin, 400, "visibility"),
+        ("listing, odd visibility", "POST", "/entries/alice/pro/listing", {"visibility": "all"}, admin, 400,
+         "invalid visibility"),
+        ("listing by a buyer", "POST", "/entries/alice/pro/listing", {"visibility": "public"}, buyer, 403, "admin"),
+        ("listing of nothing", "POST", "/entries/alice/none/listing", {"visibility": "public"}, admin, 404, "no entry"),
     ]
     before = store_state(store), store.orders(), store.entitlements("alice")
     for label, method, path, body, token, status, message in cases:

@@ -1,4 +1,4 @@
-"""`steerlab hub token / tokens / grant / grants / purchase / orders / approve / reject / pulls`: store access.
+"""`steerlab hub token / tokens / listing / grant / grants / purchase / orders / approve / reject / pulls`.
 
 Tokens are made and revoked on the store's own machine (--root); grants, orders and the pull log work against a
 folder or a server, with an admin token of the namespace (or as the folder's owner).
@@ -85,6 +85,19 @@ def grant_cmd(
                   f"expires {made['expires_at'] or 'never'})")  # fmt: skip
 
 
+def listing_cmd(
+    base: Annotated[str, typer.Argument(help="NAMESPACE/NAME (every version)")],
+    visibility: Annotated[str, typer.Option(help="public, private or licensed")],
+    price: Annotated[str, typer.Option(help="a licensed listing's price, e.g. '25.00 EUR'")] = "",
+    terms: Annotated[str, typer.Option(help="a licensed listing's licence terms (a name or URL)")] = "",
+    source: FromOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Change who may see and pull an entry (its namespace's admin); its content and signature stay."""
+    changed = open_location(source, token).set_listing(base, visibility, price, terms)
+    console.print(f"{base}: {len(changed)} version(s) now {visibility}" + (f" at {price}, {terms}" if price else ""))
+
+
 def grants_cmd(
     namespace: NamespaceArg, source: FromOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
@@ -151,6 +164,7 @@ def register_market(hub_app: typer.Typer) -> None:
         ("token", token_cmd),
         ("tokens", tokens_cmd),
         ("grant", grant_cmd),
+        ("listing", listing_cmd),
         ("grants", grants_cmd),
         ("purchase", purchase_cmd),
         ("orders", orders_cmd),

@@ -136,6 +136,11 @@ class RemoteStore:
         body = {"target": target, "principal": principal, **({"expires": expires} if expires else {})}
         return dict(self._call("POST", "/grants", json=body).json())
 
+    def set_listing(self, base: str, visibility: str, price: str = "", terms: str = "") -> builtins.list[EntryInfo]:
+        body = {"visibility": visibility, "price": price or None, "terms": terms or None}
+        raw = self._call("POST", self._path(base, latest=False) + "/listing", json=body).json()["versions"]
+        return [EntryInfo.from_dict(r) for r in raw]
+
     def revoke_grant(self, target: str, principal: str) -> int:
         body = {"target": target, "principal": principal}
         return int(self._call("POST", "/grants/revoke", json=body).json()["revoked"])

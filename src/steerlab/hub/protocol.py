@@ -100,6 +100,10 @@ class Store(Protocol):
         """Entitle `principal` to NAMESPACE/NAME (every version) or a whole NAMESPACE, for `expires` ('30d')."""
         ...
 
+    def set_listing(self, base: str, visibility: str, price: str = "", terms: str = "") -> builtins.list[EntryInfo]:
+        """Make every live version of NAMESPACE/NAME public, private or licensed (at `price` under `terms`)."""
+        ...
+
     def revoke_grant(self, target: str, principal: str) -> int:
         """Withdraw the principal's live grants to `target`; how many there were."""
         ...

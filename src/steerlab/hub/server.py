@@ -10,6 +10,7 @@ Routes (OpenAPI schema at /openapi.json, browsable at /docs):
   GET    /api/v1/grants?namespace=NS              entitlements of a namespace (its admin)
   POST   /api/v1/grants                           grant {"target": "ns[/name]", "principal", "expires"} (admin)
   POST   /api/v1/grants/revoke                    revoke {"target", "principal"} (admin)
+  POST   /api/v1/entries/{ns}/{name}/listing      {"visibility", "price", "terms"} for every version (admin)
   POST   /api/v1/orders                           purchase {"ref"}: an order for a licensed entry
   GET    /api/v1/orders[?namespace=NS]            your orders, or a namespace's (its admin)
   POST   /api/v1/orders/{id}/approve | reject     the owner's decision (admin)
@@ -175,6 +176,13 @@ def _market_routes(app: FastAPI, store: LocalStore, access: Any) -> None:
     def grant(body: JsonBody, request: Request) -> dict[str, Any]:
         expires = _text(body, "expires", required=False)
         return store.grant(str(_text(body, "target")), str(_text(body, "principal")), expires, access(request))
+
+    @app.post(f"{API}/entries/{{namespace}}/{{name}}/listing")
+    def listing(namespace: str, name: str, body: JsonBody, request: Request) -> dict[str, Any]:
+        visibility = str(_text(body, "visibility"))
+        price, terms = _text(body, "price", required=False) or "", _text(body, "terms", required=False) or ""
+        changed = store.set_listing(_ref(namespace, name), visibility, price, terms, access(request))
+        return {"versions": [i.to_dict() for i in changed]}
 
     @app.post(f"{API}/grants/revoke")
     def revoke(body: JsonBody, request: Request) -> dict[str, Any]:

@@ -386,6 +386,26 @@ class LocalStore:
         namespace, name = _target(target)
         return self.ledger.grant(namespace, name, principal, self._who(access), expiry(expires))
 
+    def set_listing(
+        self, base: str, visibility: str, price: str = "", terms: str = "", access: Access | None = None
+    ) -> builtins.list[EntryInfo]:
+        """Make every live version of NAMESPACE/NAME public, private or licensed (at `price` under `terms`); the
+        content and its signature stay as they are. Needs the namespace's admin."""
+        ref = parse_ref(base)
+        if ref.version:
+            raise SteerlabError(f"a listing covers every version: name {ref.base}, not {ref}.")
+        if not self._who(access).can_admin(ref.namespace):
+            raise Forbidden(f"changing a listing in namespace {ref.namespace!r} needs an admin token for it.")
+        listing = Listing(visibility, price, terms).checked()
+        with self.sessions.begin() as session:
+            live = (Entry.namespace == ref.namespace, Entry.name == ref.name, Entry.removed_at.is_(None))
+            rows = session.scalars(select(Entry).where(*live)).all()
+            if not rows:
+                raise NotFound(f"no entry {ref} in {self}.")
+            for row in rows:
+                row.visibility, row.price, row.terms = listing.visibility, listing.price, listing.terms
+            return [EntryInfo.from_row(row) for row in sorted(rows, key=_row_order)]
+
     def revoke_grant(self, target: str, principal: str, access: Access | None = None) -> int:
         namespace, name = _target(target)
         return self.ledger.revoke_grants(namespace, name, principal, self._who(access))
