@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,3 +331,30 @@ def test_serve_store_takes_only_trusted_content_unless_allowed(world: World) -> 
     with pytest.raises(ApiError, match="not signed"):
         Registry(model, store=world.url, require_trusted=True).kit("bob/plain")
     assert Registry(model, store=world.url).kit("bob/plain").kit.entries  # --allow-unsigned
+
+
+def test_a_re_signed_pack_re_signs_what_a_store_already_holds(tmp_path: Path) -> None:
+    from steerlab.hub.starter_pack import install_shipped_pack, shipped_dir, sign_pack
+
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    names = ["happy", "sad"]
+    for name in names:
+        shutil.copyfile(shipped_dir() / f"{name}.safetensors", pack / f"{name}.safetensors")
+
+    def describe(name: str) -> tuple[list[str], str]:
+        return ["emotion"], name
+
+    store = LocalStore(tmp_path / "store")
+    first = sign_pack(pack, names, "starter", "1.0.0", tmp_path / "old.pem", describe)
+    assert sorted(install_shipped_pack(store, pack).installed) == ["starter/happy@1.0.0", "starter/sad@1.0.0"]
+    second = sign_pack(pack, names, "starter", "1.0.0", tmp_path / "new.pem", describe)
+    assert first.key_id != second.key_id
+    again = install_shipped_pack(store, pack)
+    assert sorted(again.present) == ["starter/happy@1.0.0", "starter/sad@1.0.0"] and not again.conflicts
+    for name in names:
+        info, _ = store.get_bytes(f"starter/{name}", trusted_keys=[second.public_key])
+        assert info.key_id == second.key_id
+        with pytest.raises(SteerlabError, match="not one of the trusted keys"):
+            store.get_bytes(f"starter/{name}", trusted_keys=[first.key_id])
+    assert store.verify().ok
