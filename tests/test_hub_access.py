@@ -83,8 +83,11 @@ def test_public_private_and_licensed_entries_with_grants_orders_and_the_pull_log
     # Everyone sees the public and the licensed listing (with its terms and price), nobody else the private one.
     assert _listed(anonymous) == _listed(bob) == ["alice/open@1.0.0", "alice/pro@1.0.0"]
     assert anonymous.show("alice/pro").price == PRICE
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as hidden:
         anonymous.show("alice/secret")
+    with pytest.raises(NotFound) as missing:
+        anonymous.show("alice/nothing")
+    assert str(hidden.value).replace("secret", "X") == str(missing.value).replace("nothing", "X")  # no existence leak
     assert anonymous.get_bytes("alice/open")[1]
     with pytest.raises(PaymentRequired, match=rf"licensed \({TERMS}; {PRICE}\).*hub purchase alice/pro"):
         bob.get_bytes("alice/pro")

@@ -260,12 +260,13 @@ class LocalStore:
         conditions = [Entry.namespace == ref.namespace, Entry.name == ref.name]
         if ref.version:
             conditions.append(Entry.version == ref.version)
-        found = self._rows(*conditions)
-        rows = self._seen_by(found, access)
+        rows = self._seen_by(self._rows(*conditions), access)
         if not rows:
-            # Same answer as a missing entry: a private entry is not even confirmed to exist.
-            hidden = " (or it is private: pass a token that may read it)" if found else ""
-            raise NotFound(f"no entry {ref} in {self}{hidden}: `steerlab hub search` lists what there is.")
+            # One answer whether it is missing or hidden: a private entry is not even confirmed to exist.
+            raise NotFound(
+                f"no entry {ref} in {self} (if it is private, pass a token that may read it): `steerlab hub search` "
+                "lists what there is."
+            )
         return _latest(rows)
 
     def show(self, ref: str, access: Access | None = None) -> EntryInfo:
