@@ -358,3 +358,18 @@ def test_a_re_signed_pack_re_signs_what_a_store_already_holds(tmp_path: Path) ->
         with pytest.raises(SteerlabError, match="not one of the trusted keys"):
             store.get_bytes(f"starter/{name}", trusted_keys=[first.key_id])
     assert store.verify().ok
+
+
+def test_a_broken_trust_file_or_key_is_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEERLAB_HOME", str(tmp_path))
+    (tmp_path / "trust.json").write_text("{not json")
+    with pytest.raises(SteerlabError, match=r"cannot read the trust file .* fix it or move it away"):
+        open_store(str(tmp_path / "store"))
+    (tmp_path / "trust.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(SteerlabError, match=r"not 'steerlab\.trust'"):
+        TrustFile.load()
+    for bad in ("", "zz" * 8, "QUJD", "../../etc/passwd"):
+        with pytest.raises(SteerlabError, match="neither a key id"):
+            Key.parse(bad)
+    with pytest.raises(SteerlabError, match="invalid namespace"):
+        TrustFile(tmp_path / "t.json").pin("../x", Key("0" * 16))
