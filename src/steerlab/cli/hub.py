@@ -363,6 +363,7 @@ def _upload_screen(protect: list[str], policy: str, threshold: float | None, nor
 
 
 def register(app: typer.Typer) -> None:
+    from steerlab.cli.audit import audit_cmd
     from steerlab.cli.hub_market import register_market
 
     for name, command in (
@@ -378,6 +379,7 @@ def register(app: typer.Typer) -> None:
         ("trust", trust_cmd),
         ("resign", resign_cmd),
         ("serve", serve_cmd),
+        ("audit", audit_cmd),
     ):
         hub_app.command(name)(command)
     register_market(hub_app)
