@@ -40,6 +40,11 @@ class SlotPool:
         for holders in self.holders.values():
             holders.discard(request_id)
 
+    def hold_only(self, request_ids: set[str]) -> None:
+        """A new step: only the requests in it hold slots (finished and preempted ones let go)."""
+        for holders in self.holders.values():
+            holders.intersection_update(request_ids)
+
     def slot_of(self, kit_hash: str) -> int | None:
         return self.by_hash.get(kit_hash)
 

@@ -1,0 +1,115 @@
+"""A request's `steering` (from `SamplingParams.extra_args`) to a Kit and its hash, through steerlab's front door.
+
+Accepted forms: an address (`"happy.safetensors:0.8@8-18"`, `"kit.json"`, `"ns/name@1.0.0:0.5"`), a list of them,
+or a list mixing addresses and objects `{"address": ..., "positions": "prompt"|"generated"|"all",
+"mode": "add"|"ablate"|"add_keep_norm"}`. A server-wide default kit (settings.default) goes first and composes
+additively. The hash covers every entry's vector bytes, scale, layers, positions and mode: two requests share a slot
+and a prefix-cache salt exactly when they steer alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import OrderedDict
+from typing import Any
+
+from steerlab.errors import SteerlabError
+from steerlab.frontdoor import resolve
+from steerlab.kit import Kit, KitCard, KitEntry
+from steerlab.kitschema import check_mode, check_positions
+from steerlab.vllm.settings import Settings
+
+EXTRA_KEY = "steering"
+CACHE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Steering:
+    kit: Kit
+    digest: str
+
+
+class KitResolver:
+    """Resolves specs against one model, with a small cache by the spec's canonical JSON."""
+
+    def __init__(self, settings: Settings, target: Any) -> None:
+        self.settings = settings
+        self.target = target
+        self._cache: OrderedDict[str, Steering | None] = OrderedDict()
+        self._default = self._resolve_items(_items(settings.default)) if settings.default else []
+
+    def for_request(self, extra_args: dict[str, Any] | None) -> Steering | None:
+        """The steering of one request (None: unsteered and no server default). Bad specs raise SteerlabError."""
+        spec = (extra_args or {}).get(EXTRA_KEY)
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        entries = self._default + (self._resolve_items(_items(spec)) if spec is not None else [])
+        found = Steering(Kit(entries, KitCard(name="request")), kit_digest(entries)) if entries else None
+        self._cache[key] = found
+        if len(self._cache) > CACHE:
+            self._cache.popitem(last=False)
+        return found
+
+    def _resolve_items(self, items: list[dict[str, Any]]) -> list[KitEntry]:
+        entries: list[KitEntry] = []
+        for item in items:
+            kit = resolve(item["address"], store=self.settings.store, model=self.target)
+            if kit.conditions:
+                raise SteerlabError(
+                    f"{item['address']!r} has conditions ('when'); the vLLM engine does not run them yet."
+                )
+            for entry in kit.entries:
+                entries.append(dataclasses.replace(entry, **{k: item[k] for k in ("positions", "mode") if k in item}))
+        self._check_limits(entries)
+        return entries
+
+    def _check_limits(self, entries: list[KitEntry]) -> None:
+        limit = self.settings.max_scale
+        for entry in entries:
+            if abs(entry.scale) > limit:
+                raise SteerlabError(
+                    f"scale {entry.scale:g} for {entry.vector.card.name or 'a vector'} exceeds this server's limit "
+                    f"of {limit:g}: ask for a smaller scale."
+                )
+        if len(entries) > self.settings.max_vectors:
+            raise SteerlabError(
+                f"{len(entries)} vectors in one request; this server allows {self.settings.max_vectors}."
+            )
+
+
+def _items(spec: Any) -> list[dict[str, Any]]:
+    raw = spec if isinstance(spec, list) else [spec]
+    if not raw:
+        raise SteerlabError("'steering' is an empty list: give an address, a list of them, or leave it out.")
+    items = []
+    for item in raw:
+        if isinstance(item, str):
+            items.append({"address": item})
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("address"), str):
+            raise SteerlabError(
+                "each 'steering' item is an address string or an object with an 'address' string "
+                f"(and optional 'positions', 'mode'); got {item!r}."
+            )
+        unknown = set(item) - {"address", "positions", "mode"}
+        if unknown:
+            raise SteerlabError(f"unknown keys {sorted(unknown)} in a 'steering' item: use address, positions, mode.")
+        if "positions" in item:
+            check_positions(item["positions"])
+        if "mode" in item:
+            check_mode(item["mode"])
+        items.append(item)
+    return items
+
+
+def kit_digest(entries: list[KitEntry]) -> str:
+    digest = hashlib.sha256()
+    for entry in entries:
+        layers = entry.active_layers()
+        record = [entry.vector.content_hash(), repr(float(entry.scale)), layers, entry.positions, entry.mode]
+        digest.update(json.dumps(record).encode())
+    return digest.hexdigest()[:32]
