@@ -54,6 +54,10 @@ class Job:
     ignore_eos: bool = False
     generated: int = 0
     cancelled: bool = False  # set by the request's side when its client goes away; read between steps
+    # Conditional steering: what prefill decided for this row (condition key -> holds), kept for its decode steps,
+    # and each condition's score and decision for the audit log.
+    decisions: dict[str, bool] = field(default_factory=dict)
+    conditions: list[dict[str, Any]] = field(default_factory=list)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -206,6 +210,8 @@ class Batcher:
         cache = kvcache.new_cache(self.model.hf_model)
         plan = stack_rows(self.model, [j.row for j in jobs])
         logits = self._forward(plan, ids, mask, positions, cache)
+        for job, decided, report in zip(jobs, plan.decisions(), plan.report(), strict=True):
+            job.decisions, job.conditions = decided, report["conditions"]
         self.stats.prefills += 1
         tokens = pick_tokens(logits, [j.sampling for j in jobs])
         keep = [i for i, (job, token) in enumerate(zip(jobs, tokens, strict=True)) if not self._accept(job, token)]
@@ -229,7 +235,7 @@ class Batcher:
         assert run.mask is not None and run.next_tokens is not None
         rows = run.rows
         if run.plan is None:
-            run.plan = stack_rows(self.model, [j.row for j in rows])
+            run.plan = stack_rows(self.model, [j.row for j in rows], decisions=[j.decisions for j in rows])
         # This token's position is the number of real tokens before it (padding does not count).
         positions = run.mask.sum(-1, keepdim=True)
         run.mask = torch.cat([run.mask, torch.ones_like(run.mask[:, :1])], dim=1)

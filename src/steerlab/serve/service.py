@@ -205,6 +205,7 @@ class Service:
                 "prompt_tokens": run.prompt_tokens if run is not None else 0,
                 "completion_tokens": run.completion_tokens if run is not None else 0,
                 "finish_reasons": [c.finish_reason for c in run.choices] if run is not None else [],
+                **_conditions(run),
                 **extra,
             }
         )
@@ -220,6 +221,13 @@ class Service:
                 "error": error.code,
             }
         )
+
+
+def _conditions(run: Run | None) -> dict[str, Any]:
+    """Conditional steering's per-choice record (each condition's score and decision); nothing when there is none."""
+    if run is None or not any(job.conditions for job in run.jobs):
+        return {}
+    return {"conditions": [job.conditions for job in run.jobs]}
 
 
 def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[int, Event]], index: int) -> Any:
