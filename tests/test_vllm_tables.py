@@ -107,3 +107,57 @@ def test_slots_shared_per_hash_and_freed_lru() -> None:
     assert pool.acquire("c", "r5") == (1, False)  # c kept its filled slot
     assert pool.acquire("d", "r6") == (0, True)  # a was least recently used
     assert pool.slot_of("a") is None
+
+
+def test_resolver_specs_limits_digests_and_the_kits_folder(model, tmp_path) -> None:
+    from steerlab.errors import SteerlabError
+    from steerlab.vllm.kits import KitResolver
+    from steerlab.vllm.settings import Settings
+
+    kits = tmp_path / "kits"
+    kits.mkdir()
+    vector(model, 1).save(kits / "a.safetensors")
+    vector(model, 2).save(tmp_path / "outside.safetensors")
+    open_ = KitResolver(Settings(), model)
+    first = open_.for_request(
+        {"steering": [f"{kits}/a.safetensors:0.5@1-2", {"address": f"{kits}/a.safetensors", "mode": "ablate"}]}
+    )
+    assert first is not None and [e.mode for e in first.kit.entries] == ["add", "ablate"]
+    again = KitResolver(Settings(), model).for_request(
+        {"steering": [f"{kits}/a.safetensors:0.5@1-2", {"address": f"{kits}/a.safetensors", "mode": "ablate"}]}
+    )
+    assert again is not None and again.digest == first.digest  # same steering, same slot and cache salt
+    other = open_.for_request({"steering": f"{kits}/a.safetensors:0.6@1-2"})
+    assert other is not None and other.digest != first.digest
+    assert open_.for_request(None) is None and open_.for_request({}) is None
+    for spec, message in [
+        ([], "empty list"),
+        (42, "got 42"),
+        ({"address": f"{kits}/a.safetensors", "colour": 1}, "unknown keys"),
+        ({"address": f"{kits}/a.safetensors", "mode": "sideways"}, "sideways"),
+        (f"{kits}/a.safetensors:9", "exceeds this server's limit of 8"),
+        ([f"{kits}/a.safetensors"] * 9, "9 vectors in one request"),
+    ]:
+        with pytest.raises(SteerlabError, match=message):
+            open_.for_request({"steering": spec})
+    served = KitResolver(Settings(kits=str(kits), default=f"{kits}/a.safetensors:0.1"), model)
+    got = served.for_request({"steering": "a.safetensors:0.5"})  # relative to the kits folder
+    assert got is not None and [e.scale for e in got.kit.entries] == [0.1, 0.5]  # server default first, additively
+    for hostile in [str(tmp_path / "outside.safetensors"), "../outside.safetensors", "/etc/passwd.json"]:
+        with pytest.raises(SteerlabError, match="outside this server's kits folder"):
+            served.for_request({"steering": hostile})
+    unsteered = served.for_request(None)
+    assert unsteered is not None and [e.scale for e in unsteered.kit.entries] == [0.1]  # the default alone
+
+
+def test_a_link_in_the_kits_folder_cannot_reach_outside(model, tmp_path) -> None:
+    from steerlab.errors import SteerlabError
+    from steerlab.vllm.kits import KitResolver
+    from steerlab.vllm.settings import Settings
+
+    kits = tmp_path / "kits"
+    kits.mkdir()
+    vector(model, 2).save(tmp_path / "outside.safetensors")
+    (kits / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
+    with pytest.raises(SteerlabError, match="outside this server's kits folder"):
+        KitResolver(Settings(kits=str(kits)), model).for_request({"steering": "link.safetensors:0.5"})

@@ -13,12 +13,14 @@ import dataclasses
 import hashlib
 import json
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
+from steerlab.address import VECTOR_SUFFIX, parse_address
 from steerlab.errors import SteerlabError
 from steerlab.frontdoor import resolve
 from steerlab.kit import Kit, KitCard, KitEntry
-from steerlab.kitschema import check_mode, check_positions
+from steerlab.kitschema import SUFFIXES, check_mode, check_positions
 from steerlab.vllm.settings import Settings
 
 EXTRA_KEY = "steering"
@@ -57,7 +59,7 @@ class KitResolver:
     def _resolve_items(self, items: list[dict[str, Any]]) -> list[KitEntry]:
         entries: list[KitEntry] = []
         for item in items:
-            kit = resolve(item["address"], store=self.settings.store, model=self.target)
+            kit = resolve(self._confined(item["address"]), store=self.settings.store, model=self.target)
             if kit.conditions:
                 raise SteerlabError(
                     f"{item['address']!r} has conditions ('when'); the vLLM engine does not run them yet."
@@ -66,6 +68,19 @@ class KitResolver:
                 entries.append(dataclasses.replace(entry, **{k: item[k] for k in ("positions", "mode") if k in item}))
         self._check_limits(entries)
         return entries
+
+    def _confined(self, address: str) -> str:
+        """With a kits folder set (a server's clients are not trusted with the file system), a file address is
+        read relative to it and must lie inside it; store refs pass as they are."""
+        if self.settings.kits is None or not _is_file_address(address):
+            return address
+        root = Path(self.settings.kits).resolve()
+        joined = address if Path(address).is_absolute() else str(root / address)
+        # Checked before the file system is asked (no telling which outside files exist), and again on the file
+        # found (a link inside the folder may point out of it). A :SCALE@LAYERS tail never holds a '/'.
+        _check_inside(Path(joined), root, address)
+        _check_inside(Path(parse_address(joined).target), root, address)
+        return joined
 
     def _check_limits(self, entries: list[KitEntry]) -> None:
         limit = self.settings.max_scale
@@ -79,6 +94,15 @@ class KitResolver:
             raise SteerlabError(
                 f"{len(entries)} vectors in one request; this server allows {self.settings.max_vectors}."
             )
+
+
+def _check_inside(path: Path, root: Path, address: str) -> None:
+    if not path.resolve().is_relative_to(root):
+        raise SteerlabError(f"{address!r} is outside this server's kits folder: name a file inside it.")
+
+
+def _is_file_address(address: str) -> bool:
+    return address.startswith(("/", ".", "~")) or any(suffix in address for suffix in (VECTOR_SUFFIX, *SUFFIXES))
 
 
 def _items(spec: Any) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ class Settings:
     max_ablations: int = 2  # per layer and slot
     default: str | None = None  # a server-wide kit address, composed additively with every request's
     store: str | None = None  # a store folder or URL for NAMESPACE/NAME refs (None: the local default store)
+    kits: str | None = None  # when set, file addresses are read inside this folder only (what a server wants)
     max_scale: float = 8.0
     max_vectors: int = 8
 
@@ -30,6 +31,7 @@ class Settings:
             max_ablations=_int(get("MAX_ABLATIONS"), "MAX_ABLATIONS") or 2,
             default=get("DEFAULT_KIT"),
             store=get("STORE"),
+            kits=get("KITS"),
             max_scale=float(get("MAX_SCALE") or 8.0),
             max_vectors=_int(get("MAX_VECTORS"), "MAX_VECTORS") or 8,
         )
@@ -40,6 +42,7 @@ class Settings:
             "MAX_ABLATIONS": self.max_ablations,
             "DEFAULT_KIT": self.default,
             "STORE": self.store,
+            "KITS": self.kits,
             "MAX_SCALE": self.max_scale,
             "MAX_VECTORS": self.max_vectors,
         }
