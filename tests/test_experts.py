@@ -228,7 +228,8 @@ def test_extract_experts_log_odds_match_an_independent_count() -> None:
     model = tiny_moe("mixtral")
     model.tokenizer = byte_tokenizer()
     pairs = _pairs(20)
-    vector = extract_experts(model, pairs, chat=False, progress=False, name="joy")
+    residual = _residual(3)
+    vector = extract_experts(model, pairs, chat=False, progress=False, name="joy", residual=residual)
     assert isinstance(vector, ExpertVector) and vector.layers == sorted(model.anatomy.routers)
     assert vector.card.metadata["held_out_pairs"] == 4
     assert 0.0 <= vector.card.metadata["held_out_accuracy"] <= 1.0
@@ -237,21 +238,37 @@ def test_extract_experts_log_odds_match_an_independent_count() -> None:
     from steerlab.prompts import tokenize_side
 
     layer, hits, tokens = 2, [torch.zeros(4), torch.zeros(4)], [0, 0]
+    unit = residual.directions[layer - 1] / residual.directions[layer - 1].norm()
+    routed: list[dict[int, list[float]]] = [{e: [] for e in range(4)}, {e: [] for e in range(4)}]
     router = model.anatomy.routers[layer]
     for pair in pairs.pairs:
         for s, side in enumerate((pair.positive, pair.negative)):
             item = tokenize_side(model, side, "mean", chat=False)
             seen: list = []
-            handle = router.register_forward_hook(lambda _m, _a, out, seen=seen: seen.append(out[2]))
+            handle = router.register_forward_hook(lambda _m, args, out, seen=seen: seen.append((args[0], out[2])))
             with torch.inference_mode():
                 model.hf_model(torch.tensor([item.ids]))
             handle.remove()
-            picks = seen[0].reshape(len(item.ids), -1)[item.read_start : item.read_end]
+            x, indices = seen[0]
+            picks = indices.reshape(len(item.ids), -1)[item.read_start : item.read_end]
+            projected = x.reshape(len(item.ids), -1)[item.read_start : item.read_end] @ unit
             hits[s] += torch.bincount(picks.flatten(), minlength=4).float()
             tokens[s] += item.read_end - item.read_start
+            for token, experts in enumerate(picks.tolist()):
+                for e in experts:
+                    routed[s][e].append(float(projected[token]))
     p = [(hits[s] + 0.5) / (tokens[s] + 1.0) for s in (0, 1)]
     want = (torch.log(p[0]) - torch.log1p(-p[0])) - (torch.log(p[1]) - torch.log1p(-p[1]))
     torch.testing.assert_close(vector.offsets[layer], want, atol=1e-5, rtol=1e-5)
+    separation = vector.card.metadata["expert_residual_separation"][str(layer)]
+    for e in range(4):
+        pos, neg = torch.tensor(routed[0][e]), torch.tensor(routed[1][e])
+        if not len(pos) or not len(neg):
+            assert str(e) not in separation
+            continue
+        pooled = ((pos.var(unbiased=False) + neg.var(unbiased=False)) / 2).sqrt()
+        assert separation[str(e)]["tokens"] == len(pos) + len(neg)
+        assert separation[str(e)]["separation"] == pytest.approx(float((pos.mean() - neg.mean()) / pooled), rel=1e-3)
 
 
 def test_extract_experts_refuses_a_dense_model() -> None:
