@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from steerlab.cli.app import app
 from steerlab.vector import Vector
 
-CONDITIONS = {"unsteered", "steering", "prompting", "fewshot", "lora", "steering+prompting"}
+CONDITIONS = {"unsteered", "steering", "prompting", "fewshot", "lora", "finetune", "steering+prompting"}
 
 
 def _adhoc_refusal_args(datasets, tmp_path, out):
@@ -49,7 +49,13 @@ def test_adhoc_ab_bench_with_two_methods_writes_results_report_and_calibrated_ve
     assert vec.card.method == "mean_diff"
     assert vec.card.recommended_layers == cal["layers"] and vec.card.recommended_scale == cal["scale"]
     task = doc["tasks"][0]
-    assert task["costs"]["lora_train_s"] > 0
+    costs = task["costs"]
+    assert costs["lora_train_s"] > 0 and costs["finetune_train_s"] > 0
+    for name in ("lora", "finetune"):  # the quick options cap training at 1 epoch: validation before and after it
+        assert len(costs[f"{name}_curve"]["val_loss"]) == 2 and costs[f"{name}_curve"]["n_val"] == 2
+    assert set(costs["training"]) == {"steering", "steering:preference", "lora", "finetune"}
+    assert all(c["peak_rss_mib"] >= 0 for c in costs["training"].values())
+    assert task["info"]["sweep_method"] == task["info"]["prompting_method"]
     deltas = {r["condition"] for r in rows if r["metric"] == "delta_p_match"}
     assert {"steering", "steering:preference", "steering+prompting"} <= deltas
     by_method = task["calibration_by_method"]
@@ -57,7 +63,13 @@ def test_adhoc_ab_bench_with_two_methods_writes_results_report_and_calibrated_ve
     assert by_method["preference"]["condition"] == "steering:preference" and by_method["preference"]["scale"] == 0.5
     trained = Vector.load(out / "train" / "vector_preference.safetensors")
     assert trained.card.method == "preference" and trained.card.recommended_scale == 0.5
-    for name in ("report.md", "report.html", "train/metric_vs_scale.png", "train/conditions.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "train/metric_vs_scale.png",
+        "train/conditions.png",
+        "train/finetune_loss.png",
+    ):
         assert (out / name).stat().st_size > 0
     assert "data:image/png;base64," in (out / "report.html").read_text()
     report = (out / "report.md").read_text()
@@ -77,3 +89,14 @@ def test_bench_cli_rejects_missing_inputs(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "say what to run" in str(result.exception)
+
+
+def test_bench_cli_refuses_unknown_conditions_and_a_run_without_unsteered(tmp_path):
+    base = ["bench", "--out", str(tmp_path), "--suite", "seed"]
+    result = CliRunner().invoke(app, [*base, "--conditions", "unsteered,lora,telepathy"])
+    assert result.exit_code != 0 and "unknown conditions ['telepathy']" in str(result.exception)
+    assert "finetune" in str(result.exception)
+    result = CliRunner().invoke(app, [*base, "--conditions", "steering,lora"])
+    assert result.exit_code != 0 and "must include unsteered" in str(result.exception)
+    result = CliRunner().invoke(app, [*base, "--train-epochs", "0"])
+    assert result.exit_code != 0 and "--train-epochs 0" in str(result.exception)

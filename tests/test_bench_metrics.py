@@ -72,7 +72,7 @@ def test_summary_marks_conditions_whose_paired_difference_excludes_zero():
     summary = summarise(task)
     assert summary["significant"]["steering"] is True and summary["significant"]["lora"] is False
     assert summary["significant"]["prompting"] is None and not summary["lora_effect_significant"]
-    assert math.isnan(summary["pct_of_lora"]["steering"])
+    assert summary["pct_of_finetune"] == {} and summary["finetune_baseline"] == "lora" and summary["pct_note"]
 
 
 def test_repetition_rate_counts_repeated_trigrams():

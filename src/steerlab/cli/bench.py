@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,10 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF fo
 METHODS_HELP = (
     "steering methods, comma-separated, e.g. mean_diff,preference: the first is the `steering` condition, each other "
     "method M adds `steering:M` with its own calibration; steering+prompting uses the best in-budget one"
+)
+CONDITIONS_HELP = (
+    "conditions to run, comma-separated (default: all): unsteered, steering, prompting, fewshot, lora, finetune, "
+    "steering+prompting"
 )
 DOSES_HELP = "calibration grid as relative doses |s|*sum(|v_l|/h_l) over the window, e.g. 0.1,0.25,0.5,0.7"
 
@@ -76,6 +81,10 @@ def bench_cmd(
         bool, typer.Option(help="suite: only add the interference section to the finished run in --out")
     ] = False,
     methods: Annotated[str, typer.Option(help=METHODS_HELP)] = "mean_diff",
+    conditions: Annotated[str | None, typer.Option(help=CONDITIONS_HELP)] = None,
+    train_epochs: Annotated[
+        int | None, typer.Option(help="most epochs for LoRA and full fine-tuning (they stop early on validation)")
+    ] = None,
 ) -> None:
     """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
     import torch
@@ -84,7 +93,7 @@ def bench_cmd(
     from steerlab.evaluate.adhoc import adhoc_spec
     from steerlab.evaluate.data import datasets_root
     from steerlab.evaluate.report import write_all
-    from steerlab.evaluate.runner import check_methods, run_task
+    from steerlab.evaluate.runner import check_conditions, check_methods, run_task
     from steerlab.models import load_model
 
     started = time.perf_counter()
@@ -101,6 +110,13 @@ def bench_cmd(
     opts.n_fluency = n_fluency or opts.n_fluency
     opts.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
     check_methods(opts.methods)  # before the model loads: a typo should not cost a minute
+    if conditions is not None:
+        opts.conditions = check_conditions(conditions)
+    if train_epochs is not None:
+        if train_epochs < 1:
+            raise SteerlabError(f"--train-epochs {train_epochs}: give at least 1.")
+        opts.lora = replace(opts.lora, epochs=train_epochs)
+        opts.finetune = replace(opts.finetune, epochs=train_epochs) if opts.finetune else None
     if suite is not None:
         chosen = tuple(a.strip() for a in axes.split(",")) if axes else None
         specs = seed.suite_specs(suite, datasets_root(), quick, chosen)

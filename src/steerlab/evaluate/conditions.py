@@ -11,7 +11,9 @@ from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
-CONDITIONS = ("unsteered", "steering", "prompting", "fewshot", "lora", "steering+prompting")
+# Further steering methods (`steering:<method>`) run right after `steering`.
+CONDITIONS = ("unsteered", "steering", "prompting", "fewshot", "lora", "finetune", "steering+prompting")
+FINETUNES = ("lora", "finetune")  # the trained baselines "% of fine-tuning" is computed against
 
 
 def method_condition(method: str, first: bool) -> str:
@@ -37,7 +39,7 @@ def build_conditions(
     scale: float,
     instruction: str | None,
     k_shots: int,
-    lora_model: LoadedModel | None,
+    trained: dict[str, LoadedModel | str],
     wanted: Sequence[str] = CONDITIONS,
     others: Sequence[tuple[str, Kit]] = (),
     prompting_kit: Kit | None = None,
@@ -45,7 +47,8 @@ def build_conditions(
     """The settings to run, and a note for each condition that cannot be run (and why).
 
     `others` are further steering methods' (condition, calibrated kit), run right after `steering`;
-    `prompting_kit` is the kit steering+prompting uses (default: the first method's).
+    `prompting_kit` is the kit steering+prompting uses (default: the first method's); `trained` holds each
+    fine-tuned baseline's model (`lora`, `finetune`), or why it was not trained.
     """
     kit = steering_kit(vector, scale, layers)
     paired = prompting_kit or kit
@@ -55,7 +58,7 @@ def build_conditions(
         "steering": Setting("steering", steering=kit),
         "prompting": Setting("prompting", system=instruction) if instruction else "no instruction given",
         "fewshot": Setting("fewshot", shots=shots) if shots else "no examples for k-shot prompts",
-        "lora": Setting("lora", model=lora_model) if lora_model is not None else "LoRA not trained",
+        **{name: _trained(name, trained.get(name, "not trained")) for name in FINETUNES},
         "steering+prompting": Setting("steering+prompting", steering=paired, system=instruction)
         if instruction
         else "no instruction given",
@@ -70,3 +73,7 @@ def build_conditions(
         else:
             skipped.append(f"{name}: skipped ({found})")
     return settings, skipped
+
+
+def _trained(name: str, model: LoadedModel | str) -> Setting | str:
+    return model if isinstance(model, str) else Setting(name, model=model)

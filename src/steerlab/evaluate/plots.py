@@ -1,4 +1,5 @@
-"""PNG plots (matplotlib, Agg backend): metric vs scale per layer window, the layer x scale heatmap, condition bars."""
+"""PNG plots (matplotlib, Agg backend): metric vs scale per layer window, the layer x scale heatmap, condition bars,
+the fine-tunes' loss curves and the % of fine-tuning across axes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from steerlab.evaluate.conditions import CONDITIONS
+from steerlab.evaluate.conditions import FINETUNES
+from steerlab.evaluate.resultsdoc import order_conditions, sweep_calibration
 
 
 def _window_label(layers: list[int]) -> str:
@@ -19,8 +21,9 @@ def _window_label(layers: list[int]) -> str:
 
 
 def scale_curves(task: dict[str, Any], path: Path) -> Path:
-    """Validation metric vs scale for each calibrated window, plus the test sweep at the chosen window."""
-    cal, metric = task["calibration"], task["info"]["metric"]
+    """Validation metric vs scale for each calibrated window, plus the test sweep at the chosen window (both for the
+    method the sweep ran)."""
+    cal, metric = sweep_calibration(task), task["info"]["metric"]
     fig, ax = plt.subplots(figsize=(6, 4))
     windows: dict[str, list[tuple[float, float]]] = {}
     for point in cal["grid"]:
@@ -45,7 +48,8 @@ def scale_curves(task: dict[str, Any], path: Path) -> Path:
     ax.axvline(cal["scale"], color="grey", linestyle=":", label=f"chosen scale {cal['scale']:g}")
     ax.set_xlabel("steering scale")
     ax.set_ylabel(metric)
-    ax.set_title(f"{task['name']}: {metric} vs scale")
+    method = task["info"].get("sweep_method")
+    ax.set_title(f"{task['name']}: {metric} vs scale" + (f" ({method})" if method else ""))
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -87,42 +91,77 @@ def heatmap(task: dict[str, Any], path: Path) -> Path:
 
 
 def condition_bars(task: dict[str, Any], path: Path) -> Path:
-    """Primary metric per condition on the test split, with bootstrap 95% CIs."""
+    """Primary metric per condition (every steering method's included) on the test split, with bootstrap 95% CIs."""
     metric = task["info"]["metric"]
-    rows = {r["condition"]: r for r in task["rows"] if r["metric"] == metric and r["condition"] in CONDITIONS}
-    names = [c for c in CONDITIONS if c in rows]
+    rows = {r["condition"]: r for r in task["rows"] if r["metric"] == metric}
+    names = order_conditions(rows)
     values = [rows[c]["value"] for c in names]
     errors = [
         [v - rows[c]["ci"][0] for c, v in zip(names, values, strict=True)],
         [rows[c]["ci"][1] - v for c, v in zip(names, values, strict=True)],
     ]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(
-        names,
-        values,
-        yerr=errors,
-        capsize=4,
-        color=["#999", "#1f77b4", "#ff7f0e", "#ffbb78", "#2ca02c", "#9467bd"][: len(names)],
-    )
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(names)), 4))
+    ax.bar(names, values, yerr=errors, capsize=4, color=[_colour(c) for c in names])
     ax.set_ylabel(metric)
     ax.set_title(f"{task['name']}: conditions on held-out items (n={task['info']['n_test']})")
-    ax.tick_params(axis="x", labelrotation=20)
+    ax.tick_params(axis="x", labelrotation=25)
     return _save(fig, path)
 
 
-def lora_share_bars(summary: list[dict[str, Any]], path: Path) -> Path:
-    """% of the LoRA effect reached by steering, prompting and few-shot, per axis."""
-    methods = ("steering", "prompting", "fewshot", "steering+prompting")
-    fig, ax = plt.subplots(figsize=(8, 4))
+_COLOURS = {
+    "unsteered": "#999",
+    "prompting": "#ff7f0e",
+    "fewshot": "#ffbb78",
+    "lora": "#2ca02c",
+    "finetune": "#98df8a",
+    "steering+prompting": "#9467bd",
+}
+_STEERING = ("#1f77b4", "#17becf", "#aec7e8", "#393b79", "#6b6ecf")
+
+
+def _colour(condition: str) -> str:
+    """One colour per condition in every plot; steering methods share blues."""
+    if condition in _COLOURS:
+        return _COLOURS[condition]
+    return _STEERING[0] if condition == "steering" else _STEERING[1 + sum(map(ord, condition)) % (len(_STEERING) - 1)]
+
+
+def loss_curves(task: dict[str, Any], path: Path) -> Path | None:
+    """Training and validation loss per epoch of each fine-tune the axis ran, the kept epoch marked; None if none."""
+    curves = {name: task["costs"][f"{name}_curve"] for name in FINETUNES if f"{name}_curve" in task["costs"]}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        colour = _colour(name)
+        ax.plot(range(1, len(curve["train_loss"]) + 1), curve["train_loss"], "--", color=colour, label=f"{name} train")
+        ax.plot(range(len(curve["val_loss"])), curve["val_loss"], "-o", color=colour, label=f"{name} validation")
+        ax.plot([curve["best_epoch"]], [curve["best_val_loss"]], "*", color="black", markersize=12)
+    ax.set_xlabel("epoch (0 = before training)")
+    ax.set_ylabel("loss per answer token (nats)")
+    ax.set_title(f"{task['name']}: fine-tuning loss (star = kept epoch)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def finetune_share_bars(summary: list[dict[str, Any]], path: Path) -> Path:
+    """% of the stronger fine-tune's effect reached by each steering method and the prompting conditions, per
+    axis; axes where that fine-tune moved nothing are labelled n/s."""
+    methods = order_conditions({c for s in summary for c in s["pct_of_finetune"]} - set(FINETUNES))
+    methods = methods or ["steering"]
+    fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(summary)), 4))
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):
         xs = [i + k * width for i in range(len(summary))]
-        ys = [s["pct_of_lora"].get(method) for s in summary]
-        ax.bar(xs, [0.0 if y is None or math.isnan(y) else y for y in ys], width, label=method)
+        ys = [s["pct_of_finetune"].get(method, math.nan) for s in summary]
+        ax.bar(xs, [0.0 if math.isnan(y) else y for y in ys], width, label=method, color=_colour(method))
+    for i, s in enumerate(summary):
+        if s["pct_note"]:
+            ax.text(i + 0.4 - width / 2, 0, "n/s", ha="center", va="bottom", fontsize=9)
     ax.axhline(100, color="grey", linestyle=":")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(summary))], [s["name"] for s in summary])
-    ax.set_ylabel("% of the LoRA effect")
-    ax.set_title("Effect relative to LoRA fine-tuning (test splits)")
+    ax.set_ylabel("% of the stronger fine-tune's effect")
+    ax.set_title("Effect relative to the stronger of LoRA and full fine-tuning (test splits)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.evaluate import plots
-from steerlab.evaluate.conditions import CONDITIONS
+from steerlab.evaluate.conditions import CONDITIONS, FINETUNES
+from steerlab.evaluate.resultsdoc import method_calibrations, order_conditions, primary, steering_conditions
 from steerlab.evaluate.runner import TaskResult
+from steerlab.evaluate.share import LABELS, finetune_share
 
-METHODS = ("steering", "prompting", "fewshot", "steering+prompting")
+SHARED = ("prompting", "fewshot", "steering+prompting")  # after the steering methods, in the % of fine-tuning table
 OUT_MARK = "†"  # numbers that use a scale from a calibration where no candidate fitted the fluency budget
 OUT_LEGEND = (
     f"'{OUT_MARK}': uses a steering scale from an OUTSIDE-budget calibration (no candidate kept fluency within budget; "
@@ -30,21 +32,12 @@ def _uses_calibration(condition: str) -> bool:
     return condition in ("steering", "steering+prompting") or condition.startswith("steering:")
 
 
-def _method_calibrations(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each steering method's calibration (with its condition); single-method runs have only the first's."""
-    by_method = task.get("calibration_by_method")
-    if by_method:
-        return dict(by_method)
-    first = task["info"].get("methods", ["mean_diff"])[0]
-    return {first: {"condition": "steering", **task["calibration"]}}
-
-
 def _out_of_budget(task: dict[str, Any], condition: str) -> bool:
     """Whether the condition uses a scale from an outside-budget calibration: its own method's, and for
     steering+prompting the method it was run with."""
     if not _uses_calibration(condition):
         return False
-    cals = _method_calibrations(task)
+    cals = method_calibrations(task)
     if condition == "steering+prompting":
         cal = cals.get(task["info"].get("prompting_method", ""), task["calibration"])
     else:
@@ -52,49 +45,32 @@ def _out_of_budget(task: dict[str, Any], condition: str) -> bool:
     return not cal.get("within_budget", True)
 
 
-def _primary(task: dict[str, Any], condition: str, metric: str | None = None) -> dict[str, Any] | None:
-    wanted = metric or task["info"]["metric"]
-    return next((r for r in task["rows"] if r["condition"] == condition and r["metric"] == wanted), None)
-
-
 def _moved(task: dict[str, Any], condition: str, base: dict[str, Any] | None) -> bool | None:
     """Whether the condition moved the primary metric: its paired-difference CI excludes 0 (runs before paired rows
     existed: its own CI excludes the unsteered mean). None when it was not run."""
-    paired = _primary(task, condition, f"delta_{task['info']['metric']}")
+    paired = primary(task, condition, f"delta_{task['info']['metric']}")
     if paired is not None:
         lo, hi = paired["ci"]
         return lo is not None and not lo <= 0.0 <= hi
-    own = _primary(task, condition)
+    own = primary(task, condition)
     if own is None or base is None or own["ci"][0] is None:
         return None
     return not own["ci"][0] <= base["value"] <= own["ci"][1]
 
 
 def summarise(task: dict[str, Any]) -> dict[str, Any]:
-    """Goal-signed effects vs unsteered, % of the LoRA effect, fluency, latency and training cost for one axis."""
+    """Goal-signed effects vs unsteered, % of the stronger fine-tune's effect, fluency, latency and training costs."""
     goal = task["info"]["goal"]
-    base = _primary(task, "unsteered")
-    # Further steering methods (`steering:M`) are summarised like `steering`; the summary table shows the first.
-    by_method = task.get("calibration_by_method") or {}
-    extra = [c["condition"] for c in by_method.values() if c["condition"] not in CONDITIONS]
-    compared = (*CONDITIONS[1:], *extra)
-    effects: dict[str, float] = {}
-    for condition in compared:
-        found = _primary(task, condition)
-        if found is not None and base is not None:
-            effects[condition] = goal * (found["value"] - base["value"])
-    lora_effect = effects.get("lora")
+    base = primary(task, "unsteered")
+    present = {r["condition"] for r in task["rows"]} | set(CONDITIONS)
+    compared = [c for c in order_conditions(present) if c != "unsteered"]
+    effects = {c: e for c in compared if (e := _effect(task, c, base, goal)) is not None}
     moved = {c: _moved(task, c, base) for c in compared}
-    # A ratio to a LoRA effect indistinguishable from zero is noise: only report it when LoRA moved the metric.
-    significant = bool(moved.get("lora"))
-    pct = {
-        m: (100 * effects[m] / lora_effect if significant and lora_effect and m in effects else math.nan)
-        for m in (*METHODS, *extra)
-    }
+    share = finetune_share(effects, moved)
     fluency = {
         c: (r or {}).get("value", math.nan)
         for c in ("unsteered", *compared)
-        for r in [_primary(task, c, "fluency_logprob")]
+        for r in [primary(task, c, "fluency_logprob")]
     }
     costs = task["costs"]
     return {
@@ -103,16 +79,45 @@ def summarise(task: dict[str, Any]) -> dict[str, Any]:
         "metric": task["info"]["metric"],
         "goal": goal,
         "n_test": task["info"]["n_test"],
-        "values": {c: r["value"] for c in ("unsteered", *compared) for r in [_primary(task, c)] if r is not None},
+        "values": {c: r["value"] for c in ("unsteered", *compared) for r in [primary(task, c)] if r is not None},
         "effects": effects,
-        "pct_of_lora": pct,
-        "lora_effect_significant": significant,
+        "pct_of_finetune": share["pct"],
+        "finetune_baseline": share["baseline"],
+        "finetune_effect": share["baseline_effect"],
+        "pct_note": share["note"],
+        "lora_effect_significant": bool(moved.get("lora")),
         "significant": moved,
         "fluency": fluency,
         "latency_overhead_pct": costs.get("latency", {}).get("overhead_pct", math.nan),
+        "latency_method": costs.get("latency", {}).get("method", task["info"].get("methods", ["mean_diff"])[0]),
         "lora_train_s": costs.get("lora_train_s", math.nan),
         "steering_cost_s": costs.get("extract_s", math.nan) + costs.get("calibrate_s", 0.0),
+        "training": training_costs(task),
     }
+
+
+def _effect(task: dict[str, Any], condition: str, base: dict[str, Any] | None, goal: int) -> float | None:
+    """The goal-signed paired difference from unsteered (runs before paired rows: the difference of the means)."""
+    paired = primary(task, condition, f"delta_{task['info']['metric']}")
+    if paired is not None and paired["value"] is not None:
+        return float(goal * paired["value"])
+    own = primary(task, condition)
+    if own is None or base is None or own["value"] is None or base["value"] is None:
+        return None
+    return float(goal * (own["value"] - base["value"]))
+
+
+def training_costs(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """condition -> {seconds, peak_rss_mib, ...}: what training (or extracting) each method took; runs before the
+    `training` record give the extraction's and LoRA's seconds only."""
+    costs = task["costs"]
+    if "training" in costs:
+        return dict(costs["training"])
+    first = task["info"].get("methods", ["mean_diff"])[0]
+    found = {"steering": {"method": first, "seconds": costs.get("extract_s", math.nan)}}
+    if "lora_train_s" in costs:
+        found["lora"] = {"method": "lora", "seconds": costs["lora_train_s"]}
+    return found
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -128,7 +133,10 @@ def _legend(doc: dict[str, Any]) -> str:
         test = "the 95% CI of its per-item difference from unsteered, on the same items, excludes 0"
     else:
         test = "its own 95% CI excludes the unsteered mean; this run predates the paired per-item differences"
-    return f"'*': the condition moved the metric ({test}). 'n/s': LoRA did not, so no % of its effect is given."
+    return (
+        f"'*': the condition moved the metric ({test}). 'n/s': the stronger fine-tune did not, so no % of its effect "
+        "is given (the % of fine-tuning table says why)."
+    )
 
 
 def _dose(cal: dict[str, Any]) -> str:
@@ -150,35 +158,12 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("**Partial results: the run was still going (or was stopped) when this was written.**")
     if any(not in_budget(t) for t in doc["tasks"]):
         lines += ["", OUT_LEGEND]
-    lines += ["", "## Summary (test splits)", ""]
-    head = "| axis | metric (goal) | unsteered | steering | prompting | few-shot | steering+prompting | LoRA |"
-    head += " steering % of LoRA | prompting % | few-shot % | fluency steered / unsteered | latency overhead |"
-    head += " LoRA training s | steering extract+calibrate s |"
-    lines += [head, "|" + "---|" * 15]
-    # Read from the tasks, not the summary: summaries written before the mark existed do not carry the flag.
-    budget_ok = {t["name"]: in_budget(t) for t in doc["tasks"]}
-    for s in doc["summary"]:
-        v, p = s["values"], s["pct_of_lora"]
-        out = "" if budget_ok.get(s["name"], s.get("within_budget", True)) else OUT_MARK
-
-        def mark(condition: str, out: str = out) -> str:
-            return out if _uses_calibration(condition) else ""
-
-        lines.append(
-            f"| {s['name']}{out} | {s['metric']} ({s['goal']:+d}) | "
-            + " | ".join(
-                _f(v.get(c)) + ("*" if s.get("significant", {}).get(c) else "") + mark(c)
-                for c in ("unsteered", "steering", "prompting", "fewshot", "steering+prompting", "lora")
-            )
-            + " | "
-            + " | ".join(
-                (_f(p[m], 0) if s["lora_effect_significant"] else "n/s") + mark(m)
-                for m in ("steering", "prompting", "fewshot")
-            )
-            + " | "
-            f"{_f(s['fluency'].get('steering'), 2)}{out} / {_f(s['fluency'].get('unsteered'), 2)} | "
-            f"{_f(s['latency_overhead_pct'], 1)}% | {_f(s['lora_train_s'], 1)} | {_f(s['steering_cost_s'], 1)} |"
-        )
+    tasks = doc["tasks"]
+    # Derived from the tasks, not read from the stored summary: older runs' summaries lack the newer fields.
+    summaries = [summarise(t) for t in tasks]
+    lines += _summary_table(tasks, summaries)
+    lines += _share_table(tasks, summaries)
+    lines += _cost_table(tasks, summaries)
     for task in doc["tasks"]:
         lines += ["", f"## {task['name']} ({task['info']['task']})", ""]
         cal = task["calibration"]
@@ -209,9 +194,91 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+COLUMN = {"fewshot": "few-shot", "lora": "LoRA", "finetune": "full FT"}
+
+
+def _columns(tasks: list[dict[str, Any]]) -> list[str]:
+    """Every steering condition any axis ran, then the shared conditions."""
+    steering = order_conditions({c for t in tasks for c in steering_conditions(t)} or {"steering"})
+    return [*steering, *SHARED]
+
+
+def _summary_table(tasks: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
+    columns = ["unsteered", *_columns(tasks)[:-1], *FINETUNES, "steering+prompting"]
+    head = "| axis | metric (goal) | " + " | ".join(COLUMN.get(c, c) for c in columns)
+    lines = ["", "## Summary (test splits)", ""]
+    lines += [head + " | fluency steered / unsteered | latency overhead |", "|" + "---|" * (len(columns) + 4)]
+    for task, s in zip(tasks, summaries, strict=True):
+        out = "" if in_budget(task) else OUT_MARK
+
+        def cell(c: str, task: dict[str, Any] = task, s: dict[str, Any] = s) -> str:
+            star = "*" if s["significant"].get(c) else ""
+            return _f(s["values"].get(c)) + star + (OUT_MARK if _out_of_budget(task, c) else "")
+
+        latency = f"{_f(s['latency_overhead_pct'], 1)}%"
+        if s["latency_method"] != task["info"].get("methods", [s["latency_method"]])[0]:
+            latency += f" ({s['latency_method']})"
+        lines.append(
+            f"| {s['name']}{out} | {s['metric']} ({s['goal']:+d}) | "
+            + " | ".join(cell(c) for c in columns)
+            + f" | {_f(s['fluency'].get('steering'), 2)}{out} / {_f(s['fluency'].get('unsteered'), 2)} | {latency} |"
+        )
+    return lines
+
+
+def _share_table(tasks: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
+    """Each condition's paired effect as a % of the stronger fine-tune's, or n/s and why."""
+    columns = _columns(tasks)
+    lines = [
+        "",
+        "## % of fine-tuning (test splits)",
+        "",
+        "Each condition's paired effect on the primary metric as a % of the stronger fine-tune's (LoRA or full "
+        "fine-tuning, whichever moved the metric more), only where that fine-tune's paired 95% CI excludes 0.",
+        "",
+        "| axis | baseline (paired effect) | " + " | ".join(COLUMN.get(c, c) for c in columns) + " | note |",
+        "|" + "---|" * (len(columns) + 3),
+    ]
+    for task, s in zip(tasks, summaries, strict=True):
+        baseline = s["finetune_baseline"]
+        named = f"{LABELS[baseline]} ({_f(s['finetune_effect'])})" if baseline else "–"
+        cells = [
+            (_f(s["pct_of_finetune"].get(c), 0) if not s["pct_note"] else "n/s")
+            + (OUT_MARK if _out_of_budget(task, c) else "")
+            for c in columns
+        ]
+        lines.append(f"| {s['name']} | {named} | " + " | ".join(cells) + f" | {s['pct_note'] or '–'} |")
+    return lines
+
+
+def _cost_table(tasks: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
+    """What each method's training took: seconds and peak memory, and the fine-tunes' early stopping."""
+    measure = next((t["costs"]["memory_measure"] for t in tasks if "memory_measure" in t["costs"]), None)
+    lines = ["", "## Training cost", ""]
+    lines.append(
+        "Wall seconds on this run's threads; for a steering method, making its vector (extraction or training), "
+        "calibration excluded. Memory: " + (measure or "not recorded by this run") + "."
+    )
+    lines += [
+        "",
+        "| axis | condition | method | seconds | peak MiB | epochs (best / run) | validation loss (start → best) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, s in zip(tasks, summaries, strict=True):
+        for condition, cost in s["training"].items():
+            curve = task["costs"].get(f"{condition}_curve")
+            epochs = f"{curve['best_epoch']} / {curve['epochs_run']}" if curve else "–"
+            loss = f"{_f(curve['val_loss'][0])} → {_f(curve['best_val_loss'])}" if curve else "–"
+            lines.append(
+                f"| {s['name']} | {condition} | {cost.get('method', condition)} | {_f(cost.get('seconds'), 1)} | "
+                f"{_f(cost.get('peak_rss_mib'), 0)} | {epochs} | {loss} |"
+            )
+    return lines
+
+
 def _methods_table(task: dict[str, Any]) -> list[str]:
     """One row per steering method (runs with several): its calibration and its test effect, paired with unsteered."""
-    cals = _method_calibrations(task)
+    cals = method_calibrations(task)
     if len(cals) < 2:
         return []
     metric = task["info"]["metric"]
@@ -219,7 +286,7 @@ def _methods_table(task: dict[str, Any]) -> list[str]:
     lines = ["", head, "|---|---|---|---|---|---|---|"]
     for method, cal in cals.items():
         condition = cal["condition"]
-        own, delta = _primary(task, condition), _primary(task, condition, f"delta_{metric}")
+        own, delta = primary(task, condition), primary(task, condition, f"delta_{metric}")
         mark = OUT_MARK if not cal.get("within_budget", True) else ""
         paired = f"{_f(delta['value'])} [{_f(delta['ci'][0])}, {_f(delta['ci'][1])}]" if delta else "–"
         lines.append(
@@ -283,8 +350,9 @@ def _task_plots(task: dict[str, Any], out_dir: Path) -> list[str]:
         plots.scale_curves(task, out_dir / folder / "metric_vs_scale.png"),
         plots.heatmap(task, out_dir / folder / "layer_scale_heatmap.png"),
         plots.condition_bars(task, out_dir / folder / "conditions.png"),
+        plots.loss_curves(task, out_dir / folder / "finetune_loss.png"),
     ]
-    return [str(p.relative_to(out_dir)) for p in made]
+    return [str(p.relative_to(out_dir)) for p in made if p is not None]
 
 
 def write_all(out_dir: Path, results: list[TaskResult], meta: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +380,8 @@ def write_all(out_dir: Path, results: list[TaskResult], meta: dict[str, Any]) ->
         "plots": [],
     }
     if len(tasks) > 1:
-        doc["plots"].append(str(plots.lora_share_bars(summary, out_dir / "pct_of_lora.png").relative_to(out_dir)))
+        shares = plots.finetune_share_bars(summary, out_dir / "pct_of_finetune.png")
+        doc["plots"].append(str(shares.relative_to(out_dir)))
     write_doc(out_dir, doc)
     return doc
 

@@ -6,7 +6,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,12 @@ from steerlab.evaluate.calibrate import (
     write_to_card,
 )
 from steerlab.evaluate.conditions import CONDITIONS, build_conditions, method_condition, steering_kit, sweep_name
+from steerlab.evaluate.finetune import FinetuneConfig, train_finetune
 from steerlab.evaluate.fluency import fluency_scores
 from steerlab.evaluate.lora import LoraConfig, train_lora
+from steerlab.evaluate.memory import MEASURE, PeakMemory
 from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
+from steerlab.evaluate.sft import SftConfig, TrainedModel
 from steerlab.evaluate.tasks import Scores, Task
 from steerlab.extraction import extract
 from steerlab.kit import Kit
@@ -48,6 +51,8 @@ class RunOptions:
     gen_tokens: int = 24
     k_shots: int = 4
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # None: LoRA's schedule (epochs cap, patience, batch, seed) at full fine-tuning's own learning rate.
+    finetune: FinetuneConfig | None = None
     latency_rounds: int = 3
     conditions: tuple[str, ...] = CONDITIONS
     extract_batch: int = 8
@@ -82,6 +87,7 @@ class MethodRun:
     vector: Vector
     calibration: Calibration
     extract_s: float
+    extract_memory: dict[str, float] = field(default_factory=dict)
 
     @property
     def effect(self) -> float:
@@ -123,6 +129,18 @@ def check_methods(methods: Sequence[str]) -> None:
     if unknown or not methods or len(set(methods)) != len(methods):
         problem = f"unknown steering methods {unknown}" if unknown else f"methods {list(methods)} must be distinct"
         raise SteerlabError(f"{problem}: give one or more of {', '.join(known)}, comma-separated.")
+
+
+def check_conditions(text: str) -> tuple[str, ...]:
+    """Conditions from a comma-separated list, in the bench's order; a SteerlabError names unknown ones and says
+    that unsteered, which every other condition is compared with, must be among them."""
+    wanted = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in CONDITIONS]
+    if unknown:
+        raise SteerlabError(f"unknown conditions {unknown}: give one or more of {', '.join(CONDITIONS)}.")
+    if "unsteered" not in wanted:
+        raise SteerlabError("the conditions must include unsteered: every other condition is compared with it.")
+    return tuple(c for c in CONDITIONS if c in wanted)
 
 
 def best_method(runs: Sequence[MethodRun]) -> MethodRun:
@@ -191,7 +209,7 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
     runs = [_extract_and_calibrate(base, spec, opts, windows, m, i == 0) for i, m in enumerate(opts.methods)]
     vector, cal = runs[0].vector, runs[0].calibration
     costs = _method_costs(runs)
-    lora_model = _train_lora(base, spec, opts, costs) if "lora" in opts.conditions else None
+    trained, refused = _train_baselines(base, spec, opts, costs)
     best = best_method(runs)
     settings, skipped = build_conditions(
         spec.task,
@@ -202,19 +220,20 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
         cal.scale,
         spec.instruction,
         opts.k_shots,
-        lora_model,
+        trained,
         opts.conditions,
         others=[(r.condition, _kit(r)) for r in runs[1:]],
         prompting_kit=_kit(best),
     )
     rows, by_condition = _evaluate_conditions(base, spec, opts, settings, costs)
-    rows += _sweep(base, spec, opts, vector, cal, by_condition)
-    steered = next((s for s in settings if s.name == "steering"), None)
+    # The sweep and the latency are measured for the best method (the one steering+prompting uses).
+    rows += _sweep(base, spec, opts, best, by_condition)
+    steered = next((s for s in settings if s.name == best.condition), None)
     if steered is not None and opts.latency_rounds > 0:
-        costs["latency"] = _latency(base, spec, steered, opts)
+        costs["latency"] = {**_latency(base, spec, steered, opts), "method": best.method}
     costs["total_s"] = time.perf_counter() - started
-    info = _info(spec, len(spec.task.extraction_pairs(spec.train)), windows, skipped)
-    info.update(methods=list(opts.methods), prompting_method=best.method)
+    info = _info(spec, len(spec.task.extraction_pairs(spec.train)), windows, refused + skipped)
+    info.update(methods=list(opts.methods), prompting_method=best.method, sweep_method=best.method)
     result = TaskResult(spec.name, rows, cal, costs, info, vector, runs)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -228,10 +247,19 @@ def _kit(run: MethodRun) -> Kit:
 
 
 def _method_costs(runs: Sequence[MethodRun]) -> dict[str, Any]:
-    """The first method's costs under the legacy keys; every method's under `by_method` when there are several."""
-    costs: dict[str, Any] = {"extract_s": runs[0].extract_s, "calibrate_s": runs[0].calibration.seconds, "eval_s": {}}
+    """The first method's costs under the legacy keys; every method's under `by_method` when there are several.
+
+    `training` holds every method's training cost by condition, steering and fine-tuning alike: seconds (for a
+    steering method, its extraction or training, calibration excluded) and peak memory (`memory_measure`).
+    """
+    first = runs[0]
+    costs: dict[str, Any] = {"extract_s": first.extract_s, "calibrate_s": first.calibration.seconds, "eval_s": {}}
+    costs.update(extract_memory=first.extract_memory, memory_measure=MEASURE)
+    costs["training"] = {r.condition: {"method": r.method, "seconds": r.extract_s, **r.extract_memory} for r in runs}
     if len(runs) > 1:
-        costs["by_method"] = {r.method: {"extract_s": r.extract_s, "calibrate_s": r.calibration.seconds} for r in runs}
+        costs["by_method"] = {
+            r.method: {"extract_s": r.extract_s, "calibrate_s": r.calibration.seconds, **r.extract_memory} for r in runs
+        }
     return costs
 
 
@@ -242,18 +270,19 @@ def _extract_and_calibrate(
     layers = sorted({la for w in windows for la in w})
     pairs = spec.task.extraction_pairs(spec.train)
     options = opts.method_options.get(method, {})
-    vector, extract_s = _timed(
-        lambda: extract(
-            base,
-            pairs,
-            layers=layers,
-            method=method,
-            batch_size=opts.extract_batch,
-            progress=False,
-            name=spec.name,
-            **options,
+    with PeakMemory() as peak:
+        vector, extract_s = _timed(
+            lambda: extract(
+                base,
+                pairs,
+                layers=layers,
+                method=method,
+                batch_size=opts.extract_batch,
+                progress=False,
+                name=spec.name,
+                **options,
+            )
         )
-    )
     cal = calibrate(
         base,
         spec.task,
@@ -274,17 +303,76 @@ def _extract_and_calibrate(
     )
     write_to_card(vector, cal, spec.name)
     vector.card.description = f"steerlab bench: {spec.name} ({spec.task.kind}), goal {spec.goal:+d}, {method}"
-    return MethodRun(method, method_condition(method, first), vector, cal, extract_s)
+    return MethodRun(method, method_condition(method, first), vector, cal, extract_s, peak.as_dict())
 
 
-def _train_lora(base: LoadedModel, spec: TaskSpec, opts: RunOptions, costs: dict[str, Any]) -> LoadedModel | None:
+def _finetune_config(opts: RunOptions) -> FinetuneConfig:
+    """Full fine-tuning's config: the given one, else LoRA's schedule (the same early stopping) at its own lr."""
+    if opts.finetune is not None:
+        return opts.finetune
+    schedule = {f.name: getattr(opts.lora, f.name) for f in fields(SftConfig) if f.name != "lr"}
+    return FinetuneConfig(**schedule)
+
+
+def sft_validation(spec: TaskSpec) -> list[Any]:
+    """The fine-tunes' early-stopping examples: those of the held-out train-kind items, else of the validation
+    items (generation tasks' validation items are prompts, not examples); empty = hold out part of the train split."""
+    items = spec.held or (() if spec.task.generates else spec.val)
+    return list(spec.task.sft_examples(items, spec.goal)) if items else []
+
+
+def _train_baselines(
+    base: LoadedModel, spec: TaskSpec, opts: RunOptions, costs: dict[str, Any]
+) -> tuple[dict[str, LoadedModel | str], list[str]]:
+    """Each fine-tuned baseline the conditions ask for (condition -> model, or why not), and notes for refusals."""
     examples = spec.task.sft_examples(spec.train, spec.goal)
-    if not examples:
-        return None
-    result = train_lora(base, examples, opts.lora)
-    costs.update(lora_train_s=result.train_seconds, lora_examples=result.n_examples, lora_loss=result.losses)
-    _log(opts, f"{spec.name}: LoRA trained on {result.n_examples} examples in {result.train_seconds:.1f} s")
-    return result.model
+    val = sft_validation(spec)
+
+    def log(name: str) -> Callable[[str], None] | None:
+        return None if opts.log is None else lambda line: _log(opts, f"{spec.name}: {name} {line}")
+
+    trainers = {
+        "lora": lambda: train_lora(base, examples, opts.lora, val, log("lora")),
+        "finetune": lambda: train_finetune(base, examples, _finetune_config(opts), val, log("finetune")),
+    }
+    trained: dict[str, LoadedModel | str] = {}
+    notes: list[str] = []
+    for name, train in trainers.items():
+        if name not in opts.conditions:
+            continue
+        if not examples:
+            trained[name] = "the task gives no training examples to fine-tune on"
+            continue
+        try:
+            with PeakMemory() as peak:
+                result: TrainedModel = train()
+        except SteerlabError as exc:  # e.g. full fine-tuning refuses models above its size limit
+            trained[name] = str(exc)
+            notes.append(f"{name}: not trained: {exc}")
+            continue
+        trained[name] = result.model
+        _record_training(costs, name, result, peak)
+        curve = result.curve
+        _log(
+            opts,
+            f"{spec.name}: {name} trained on {result.n_examples} examples in {result.train_seconds:.1f} s; "
+            f"best epoch {curve.best_epoch} of {len(curve.train)} (validation loss {curve.val[0]:.3f} -> "
+            f"{curve.val[curve.best_epoch]:.3f})",
+        )
+    return trained, notes
+
+
+def _record_training(costs: dict[str, Any], name: str, result: TrainedModel, peak: PeakMemory) -> None:
+    """`<name>_train_s`, `_examples`, `_loss` (every step) and `_curve` (the epochs), and a `training` row."""
+    costs.update(
+        {
+            f"{name}_train_s": result.train_seconds,
+            f"{name}_examples": result.n_examples,
+            f"{name}_loss": result.losses,
+            f"{name}_curve": result.curve.as_dict(),
+        }
+    )
+    costs["training"][name] = {"method": name, "seconds": result.train_seconds, **peak.as_dict()}
 
 
 def _evaluate_conditions(
@@ -331,16 +419,17 @@ def _info(spec: TaskSpec, n_pairs: int, windows: list[list[int]], skipped: list[
 
 
 def _sweep(
-    base: LoadedModel, spec: TaskSpec, opts: RunOptions, vector: Vector, cal: Calibration, done: dict[str, Scores]
+    base: LoadedModel, spec: TaskSpec, opts: RunOptions, run: MethodRun, done: dict[str, Scores]
 ) -> list[dict[str, Any]]:
-    """The primary metric (and fluency) at each sweep scale (or dose), both signs, at the calibrated layers."""
+    """The primary metric (and fluency) at each sweep scale (or dose), both signs, at the method's calibrated layers."""
     rows = []
+    vector, cal = run.vector, run.calibration
     magnitudes = opts.sweep
     if opts.sweep_doses:
         magnitudes = tuple(scale_for_dose(vector, cal.residual_norms, cal.layers, d) for d in opts.sweep_doses)
     for scale in sorted({sign * m for m in magnitudes for sign in (-1, 1)}):
-        if math.isclose(scale, cal.scale) and "steering" in done:
-            scores = done["steering"]
+        if math.isclose(scale, cal.scale) and run.condition in done:
+            scores = done[run.condition]
         else:
             setting = Setting(sweep_name(scale), steering=steering_kit(vector, scale, cal.layers))
             scores = _evaluate(base, spec, setting, opts)
