@@ -275,3 +275,22 @@ def test_extract_experts_refuses_a_dense_model() -> None:
     model = tiny_model("llama")
     with pytest.raises(SteerlabError, match="no MoE routers"):
         extract_experts(model, _pairs(4), chat=False, progress=False)
+
+
+def test_a_router_without_f_linear_is_a_clear_error_not_a_silent_no_op() -> None:
+    model = tiny_moe("olmoe")
+    router = model.anatomy.routers[1]
+    original = router.forward
+
+    def matmul_router(hidden_states: torch.Tensor):
+        logits = hidden_states.reshape(-1, H).as_subclass(torch.Tensor) @ router.weight.T
+        top = logits.softmax(-1).topk(2, dim=-1)
+        return logits, top.values, top.indices
+
+    router.forward = matmul_router  # type: ignore[method-assign]
+    vector = ExpertVector.from_offsets(model, {1: {0: 1.0}})
+    try:
+        with pytest.raises(SteerlabError, match="computed no F.linear"), torch.inference_mode(), steer(model, vector):
+            model.hf_model(IDS)
+    finally:
+        router.forward = original  # type: ignore[method-assign]

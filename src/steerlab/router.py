@@ -5,10 +5,13 @@ at `router_path`) holding a 2-D weight [n_experts, hidden]. Every transformers M
 `F.linear(tokens, weight[, bias])` and then selects experts its own way (softmax or sigmoid, grouped or not, top-k,
 correction biases). steerlab assumes nothing past that linear: no number of experts, no top-k, no output shape.
 
-- `RouterOffset` adds per-row offsets to that linear's result, inside the router, so that selection and routing
-  weights both follow. It is installed only by steerlab.steering's router hooks.
-- `RouterLogits` reads that linear's result (the logits), for expert extraction.
-Both are torch function modes that are active only while the router runs.
+- `RoutedTokens` adds per-row offsets to that linear's result, inside the router, so that selection and routing
+  weights both follow: steerlab.steering's router pre-hook hands the router its input wrapped in this tensor
+  subclass, which carries the offsets through the router's reshapes and casts to its first F.linear with the
+  router's weight shape, and returns plain logits + offsets from there (so only the ops before that linear pay
+  for Python dispatch).
+- `RouterLogits` reads that linear's result (the logits), for expert extraction: a torch function mode, active
+  only while the router runs.
 """
 
 from __future__ import annotations
@@ -101,16 +104,50 @@ class _RouterLinear(TorchFunctionMode):
             )
 
 
-class RouterOffset(_RouterLinear):
-    """Adds `offsets` to the router's logits: [1, E] for every token, or [B, E] per batch row (tokens in row-major
-    order, as every MoE block flattens [B, T, H] before routing)."""
+class Offsets:
+    """What one router call adds: `offsets` [1, E] for every token or [B, E] per batch row (tokens in row-major
+    order, as every MoE block flattens [B, T, H] before routing); `seen` once they were added."""
 
     def __init__(self, weight_shape: torch.Size, offsets: torch.Tensor) -> None:
-        super().__init__(weight_shape)
+        self.weight_shape = weight_shape
         self.offsets = offsets
+        self.seen = False
 
-    def on_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        return add_offsets(logits, self.offsets)
+    def finish(self, router: nn.Module) -> None:
+        if not self.seen:
+            raise SteerlabError(
+                f"router {type(router).__name__} computed no F.linear with its [{self.weight_shape[0]}, "
+                f"{self.weight_shape[1]}] weight from its input, so steerlab cannot reach its logits. Pass "
+                "router_path= to load_model to name the module that scores the experts."
+            )
+
+
+class RoutedTokens(torch.Tensor):
+    """A router's input carrying `Offsets` to its logits (see the module's docstring). Use `RoutedTokens.wrap`."""
+
+    offsets: Offsets
+
+    @staticmethod
+    def wrap(tokens: torch.Tensor, offsets: Offsets) -> RoutedTokens:
+        wrapped = tokens.as_subclass(RoutedTokens)
+        wrapped.offsets = offsets
+        return wrapped
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        carried = next((a.offsets for a in args if isinstance(a, RoutedTokens)), None)
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **kwargs)
+        if carried is None or carried.seen:
+            return out
+        weight = _linear_weight(func, args, kwargs)
+        if isinstance(weight, torch.Tensor) and weight.shape == carried.weight_shape:
+            carried.seen = True
+            return add_offsets(out.as_subclass(torch.Tensor), carried.offsets)
+        if isinstance(out, torch.Tensor) and not isinstance(out, RoutedTokens):
+            return RoutedTokens.wrap(out, carried)  # a reshape or cast on the way to the linear
+        return out
 
 
 class RouterLogits(_RouterLinear):

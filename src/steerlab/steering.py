@@ -4,7 +4,7 @@ A Plan (plan.py) is applied to a model for the life of a context (`steer`, `appl
 whole model notes each call's phase (prompt or generated tokens) and padding mask, and one forward hook per steered
 decoder block adds (or projects out) the plan's directions in that block's output. A conditional plan's block hook
 at a condition's layer reads the condition in prefill (`Plan.decide`) before it steers. Expert entries put a pre-hook
-and a hook on the block's router, which add the plan's logit offsets inside it (steerlab.router.RouterOffset).
+and a hook on the block's router, which add the plan's logit offsets inside it (steerlab.router.RoutedTokens).
 Everything that steers comes through here: `generate`, the evaluation bench's settings, interference, preference
 scoring and the server's batcher.
 
@@ -27,7 +27,7 @@ from steerlab.errors import SteerlabError
 from steerlab.kit import Mode, Positions
 from steerlab.models import LoadedModel
 from steerlab.plan import GENERATED, PROMPT, LayerOps, Plan, RowSteering, Steerable, compile_plan
-from steerlab.router import RouterOffset, router_weight
+from steerlab.router import Offsets, RoutedTokens, router_weight
 
 
 class _CallState:
@@ -112,26 +112,30 @@ def _block_hook(plan: Plan, layer: int, state: _CallState) -> Any:
 
 
 def _router_hooks(model: LoadedModel, plan: Plan, layer: int, state: _CallState) -> tuple[Any, Any]:
-    """A pre-hook that starts adding this phase's offsets to the router's logits, and a hook that stops it (run
-    on exceptions too, so a failed forward leaves no mode behind)."""
+    """A pre-hook that hands the router its input carrying this phase's offsets (steerlab.router.RoutedTokens),
+    and a hook that checks they reached its logits."""
     router = model.anatomy.routers[layer]
     weight = router_weight(router, model.hidden_size)
     assert weight is not None  # anatomy keeps only modules that have one
-    active: list[RouterOffset] = []
+    active: list[Offsets] = []
 
-    def pre(_module: nn.Module, _args: Any) -> None:
+    def pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        active.clear()
         ops = plan.ops[layer][state.phase]
-        if ops.router is not None:
-            mode = RouterOffset(weight.shape, ops.router)
-            mode.__enter__()
-            active.append(mode)
+        if ops.router is None:
+            return None
+        offsets = Offsets(weight.shape, ops.router)
+        active.append(offsets)
+        if args and isinstance(args[0], torch.Tensor):
+            return (RoutedTokens.wrap(args[0], offsets), *args[1:]), kwargs
+        name = next((k for k, v in kwargs.items() if isinstance(v, torch.Tensor)), None)
+        if name is None:
+            return None  # the hook after the call says the offsets never reached the logits
+        return args, {**kwargs, name: RoutedTokens.wrap(kwargs[name], offsets)}
 
-    def post(_module: nn.Module, _args: Any, output: Any) -> None:
+    def post(_module: nn.Module, _args: Any, _output: Any) -> None:
         if active:
-            mode = active.pop()
-            mode.__exit__(None, None, None)
-            if output is not None:
-                mode.finish(router)
+            active.pop().finish(router)
 
     return pre, post
 
@@ -147,8 +151,8 @@ def _install(model: LoadedModel, plan: Plan, state: _CallState, handles: list[An
     for layer in plan.router_layers:
         pre, post = _router_hooks(model, plan, layer, state)
         router = model.anatomy.routers[layer]
-        handles.append(router.register_forward_pre_hook(pre))
-        handles.append(router.register_forward_hook(post, always_call=True))
+        handles.append(router.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(router.register_forward_hook(post))
 
 
 @contextmanager
