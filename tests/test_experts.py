@@ -290,7 +290,7 @@ def test_a_router_without_f_linear_is_a_clear_error_not_a_silent_no_op() -> None
     router.forward = matmul_router  # type: ignore[method-assign]
     vector = ExpertVector.from_offsets(model, {1: {0: 1.0}})
     try:
-        with pytest.raises(SteerlabError, match="computed no F.linear"), torch.inference_mode(), steer(model, vector):
+        with pytest.raises(SteerlabError, match=r"computed no F\.linear"), torch.inference_mode(), steer(model, vector):
             model.hf_model(IDS)
     finally:
         router.forward = original  # type: ignore[method-assign]

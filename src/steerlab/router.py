@@ -69,6 +69,14 @@ def n_experts(router: nn.Module, hidden: int) -> int:
     return int(weight.shape[0])
 
 
+def unreachable(router: nn.Module, weight_shape: torch.Size) -> None:
+    raise SteerlabError(
+        f"router {type(router).__name__} computed no F.linear with its [{weight_shape[0]}, {weight_shape[1]}] "
+        "weight from its input, so steerlab cannot reach its logits. Pass router_path= to load_model to name the "
+        "module that scores the experts."
+    )
+
+
 def _linear_weight(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if func is not F.linear:
         return None
@@ -97,11 +105,7 @@ class _RouterLinear(TorchFunctionMode):
 
     def finish(self, router: nn.Module) -> None:
         if not self.seen:
-            raise SteerlabError(
-                f"router {type(router).__name__} computed no F.linear with its [{self.weight_shape[0]}, "
-                f"{self.weight_shape[1]}] weight, so steerlab cannot reach its logits. Pass router_path= to "
-                "load_model to name the module that scores the experts."
-            )
+            unreachable(router, self.weight_shape)
 
 
 class Offsets:
@@ -115,11 +119,7 @@ class Offsets:
 
     def finish(self, router: nn.Module) -> None:
         if not self.seen:
-            raise SteerlabError(
-                f"router {type(router).__name__} computed no F.linear with its [{self.weight_shape[0]}, "
-                f"{self.weight_shape[1]}] weight from its input, so steerlab cannot reach its logits. Pass "
-                "router_path= to load_model to name the module that scores the experts."
-            )
+            unreachable(router, self.weight_shape)
 
 
 class RoutedTokens(torch.Tensor):
