@@ -116,6 +116,8 @@ def test_every_bad_upload_is_refused_and_leaves_the_store_unchanged(
         ("garbled signature", "ns/w?version=1.0.0", good, token, _sig_headers(signed, "!!!"), 400, "base64"),
         ("unknown kind", "ns/w?kind=model", good, token, {}, 400, "unknown kind"),
         ("bad kit", "ns/k?kind=kit", b'{"entries": [{"scale": Infinity}]}', token, {}, 400, "finite"),
+        ("form body", "ns/w", good, token, {"content-type": "multipart/form-data; boundary=x"}, 415, "file itself"),
+        ("vector as JSON", "ns/w", good, token, {"content-type": "application/json"}, 415, "application/octet-stream"),
     ]
     before = store_state(store)
     for label, ref, data, tok, headers, status, message in cases:

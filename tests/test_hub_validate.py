@@ -59,11 +59,22 @@ def test_a_good_vector_passes() -> None:
         (_file(GOOD, _card(format_version=99)), "newer"),
         (_file(GOOD, json.dumps(_card(recommended_scale=float("nan")))), "finite"),
         (_file(GOOD, "{not json"), "card is not valid JSON"),
+        # found by bench/bench_reliability.py's fuzzer: each of these was a 500 from the server
+        (_file({**GOOD, "layer.\u00b2": torch.ones(8)}, _card()), "unexpected tensor 'layer.\u00b2'"),
+        (_file(GOOD, _card(diagnostics={"x": {"accuracy": 0.9}})), "diagnostics has keys \\['x'\\]"),
+        (_file(GOOD, _card(norms={"\u0663": 1.0})), "norms has keys"),
+        (struct.pack("<Q", 40_000) + b"[" * 20_000 + b"]" * 20_000, "header is nested too deeply"),
+        (_file(GOOD, '{"metadata": ' + "[" * 20_000 + "]" * 20_000 + "}"), "card is nested too deeply"),
     ],
 )
 def test_bad_vectors_are_refused(data: bytes, message: str) -> None:
     with pytest.raises(SteerlabError, match=message):
         check_upload(data, "vector")
+
+
+def test_a_deeply_nested_kit_is_refused() -> None:
+    with pytest.raises(SteerlabError, match="kit file is nested too deeply"):
+        check_upload(b'{"entries": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "kit")
 
 
 def test_size_limit_and_kind() -> None:

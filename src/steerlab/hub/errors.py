@@ -35,6 +35,10 @@ class TooLarge(HubError):
     status = 413
 
 
+class UnsupportedMediaType(HubError):
+    status = 415
+
+
 def status_of(exc: Exception) -> int:
     """Any other SteerlabError is a bad request: the upload or the query was wrong."""
     return exc.status if isinstance(exc, HubError) else 400

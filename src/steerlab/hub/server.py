@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steerlab.errors import SteerlabError
 from steerlab.hub.entry import Fit
-from steerlab.hub.errors import TooLarge, Unauthorized, status_of
+from steerlab.hub.errors import TooLarge, Unauthorized, UnsupportedMediaType, status_of
 from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER
 from steerlab.hub.refs import check_name, parse_ref
 from steerlab.hub.store import Access, LocalStore, Publication
@@ -45,6 +45,22 @@ def _bearer(request: Request) -> str | None:
     if value and scheme.lower() != "bearer":
         raise Unauthorized("the Authorization header must be 'Bearer <token>'.")
     return token.strip() or None
+
+
+# An upload's body is the file itself; a form, a page or an image sent by mistake is refused before it is read.
+UPLOAD_TYPES = {"vector": ("application/octet-stream",), "kit": ("application/json", "application/octet-stream")}
+
+
+def _check_content_type(request: Request, kind: str) -> None:
+    given = request.headers.get("content-type")
+    allowed = UPLOAD_TYPES.get(kind)
+    if given is None or allowed is None:  # no header: the file as sent by curl --data-binary or httpx
+        return
+    if given.split(";")[0].strip().lower() not in allowed:
+        raise UnsupportedMediaType(
+            f"a {kind} upload is the file itself, sent as {' or '.join(allowed)} (or with no Content-Type), "
+            f"not {given.split(';')[0].strip()!r}."
+        )
 
 
 def _ref(namespace: str, name: str, version: str | None = None) -> str:
@@ -132,6 +148,7 @@ def create_app(store: LocalStore, screen: UploadScreen | None = None) -> FastAPI
         parse_ref(ref)
         who = await run_in_threadpool(access, request)
         store.check_write(namespace, who)  # refuse before reading a byte of the body
+        _check_content_type(request, kind)
         pub = Publication(
             ref=ref,
             kind=kind,

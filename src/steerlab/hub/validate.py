@@ -83,6 +83,13 @@ def _strict_json(text: str | bytes, what: str) -> Any:
         return json.loads(text, parse_constant=refuse)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SteerlabError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # the parser recurses per nesting level; a hostile file nests thousands deep
+        raise SteerlabError(f"{what} is nested too deeply to be a steerlab file; flatten it.") from exc
+
+
+def _is_index(text: str) -> bool:
+    # str.isdigit also accepts '²' and other scripts' digits, which int() then refuses or reads as another layer
+    return text.isascii() and text.isdigit()
 
 
 def read_header(data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
@@ -121,6 +128,10 @@ def check_card(card: Any) -> dict[str, Any]:
         raise SteerlabError(f"card format_version {parsed['format_version']} is newer than this steerlab understands.")
     if not math.isfinite(float(parsed["recommended_scale"])):
         raise SteerlabError("card.recommended_scale must be finite.")
+    for per_layer in ("norms", "diagnostics"):
+        bad = sorted(key for key in parsed[per_layer] if not _is_index(key))
+        if bad:
+            raise SteerlabError(f"card.{per_layer} has keys {bad[:5]} that are not layer indices (0, 1, 2, ...).")
     return card
 
 
@@ -156,7 +167,7 @@ def _check_tensor_specs(header: dict[str, Any], hidden: int, n_layers: int) -> l
     layers = []
     for key, spec in header.items():
         prefix, _, index = key.partition(".")
-        if prefix != "layer" or not index.isdigit() or not isinstance(spec, dict):
+        if prefix != "layer" or not _is_index(index) or not isinstance(spec, dict):
             raise SteerlabError(f"unexpected tensor {key!r}: a vector holds only 'layer.N' tensors.")
         if spec.get("dtype") not in FLOAT_DTYPES:
             raise SteerlabError(f"tensor {key} has dtype {spec.get('dtype')}; use a float dtype (F16, BF16, F32, F64).")
