@@ -294,3 +294,29 @@ def test_a_router_without_f_linear_is_a_clear_error_not_a_silent_no_op() -> None
             model.hf_model(IDS)
     finally:
         router.forward = original  # type: ignore[method-assign]
+
+
+def test_expert_vectors_are_published_signed_and_pulled_like_vectors(tmp_path) -> None:
+    from steerlab import resolve
+    from steerlab.hub.publish import sign_publication
+    from steerlab.hub.store import LocalStore, Publication
+
+    model = tiny_moe("mixtral")
+    vector = ExpertVector.from_offsets(model, {1: {0: 3.0}, 2: {3: -2.0}}, name="prefer-0")
+    data = vector.to_bytes()
+    pub = Publication("moe/prefer-0@1.0.0")
+    sign_publication(data, pub, tmp_path / "key.pem")
+    store = LocalStore(tmp_path / "store")
+    try:
+        info = store.publish(data, pub)
+        assert info.signed
+        back = store.get_vector("moe/prefer-0", require_signed=True, trusted_keys=[info.key_id])
+        assert isinstance(back, ExpertVector) and torch.equal(back.offsets[1], vector.offsets[1])
+        kit = resolve("moe/prefer-0:2.0", store=store, model=model)
+        assert isinstance(kit.entries[0].vector, ExpertVector) and kit.entries[0].scale == 2.0
+        bad = ExpertVector({1: torch.zeros(4)}, vector.card)
+        bad.directions[1] = torch.zeros(1)  # one "expert": not an expert vector
+        with pytest.raises(SteerlabError, match="one offset per expert"):
+            store.publish(bad.to_bytes(), Publication("moe/bad@1.0.0"))
+    finally:
+        store.close()

@@ -140,7 +140,7 @@ def check_vector(data: bytes) -> Checked:
     if CARD_KEY not in meta:
         raise SteerlabError(f"the vector has no card (metadata key {CARD_KEY!r}); save it with steerlab's Vector.save.")
     card = check_card(_strict_json(meta[CARD_KEY], "the card"))
-    layers = _check_tensor_specs(header, card["hidden_size"], card.get("n_layers", 0))
+    layers = _check_tensor_specs(header, card["hidden_size"], card.get("n_layers", 0), card.get("site") == "router")
     _check_values(data)
     missing = sorted(set(card.get("recommended_layers", [])) - set(layers))
     if missing:
@@ -161,7 +161,8 @@ def check_vector(data: bytes) -> Checked:
     )
 
 
-def _check_tensor_specs(header: dict[str, Any], hidden: int, n_layers: int) -> list[int]:
+def _check_tensor_specs(header: dict[str, Any], hidden: int, n_layers: int, router: bool = False) -> list[int]:
+    """`router`: an expert vector (card site "router"), whose tensors hold one logit offset per expert."""
     if not header:
         raise SteerlabError("the vector holds no tensors; it needs at least one 'layer.N' direction.")
     layers = []
@@ -171,8 +172,11 @@ def _check_tensor_specs(header: dict[str, Any], hidden: int, n_layers: int) -> l
             raise SteerlabError(f"unexpected tensor {key!r}: a vector holds only 'layer.N' tensors.")
         if spec.get("dtype") not in FLOAT_DTYPES:
             raise SteerlabError(f"tensor {key} has dtype {spec.get('dtype')}; use a float dtype (F16, BF16, F32, F64).")
-        if spec.get("shape") != [hidden]:
-            raise SteerlabError(f"tensor {key} has shape {spec.get('shape')}, but the card says hidden size {hidden}.")
+        shape = spec.get("shape")
+        if router and not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] >= 2):
+            raise SteerlabError(f"tensor {key} has shape {shape}; an expert vector holds one offset per expert (>= 2).")
+        if not router and shape != [hidden]:
+            raise SteerlabError(f"tensor {key} has shape {shape}, but the card says hidden size {hidden}.")
         if n_layers and int(index) >= n_layers:
             raise SteerlabError(f"tensor {key} is beyond the card's {n_layers} layers.")
         layers.append(int(index))
