@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from steerlab.evaluate.report import OUT_LEGEND, OUT_MARK, html_page, markdown
+from steerlab.evaluate.report import OUT_LEGEND, OUT_MARK, SMOKE_NOTE, html_page, markdown
 
 QUICK = Path(__file__).resolve().parents[1] / "bench" / "results" / "seed-quick"
 
@@ -55,3 +55,10 @@ def test_calibration_line_shows_the_dose_when_recorded():
     assert "relative dose" not in markdown(doc)  # the committed run predates doses
     doc["tasks"][0]["calibration"]["dose"] = 0.5
     assert "(relative dose 0.5)" in markdown(doc).split("## refusal", 1)[1]
+
+
+def test_the_quick_report_says_it_is_a_smoke_test():
+    doc = _doc()
+    assert doc["meta"]["quick"] and SMOKE_NOTE in markdown(doc)
+    doc["meta"]["quick"] = False
+    assert SMOKE_NOTE not in markdown(doc)

@@ -145,6 +145,13 @@ def _dose(cal: dict[str, Any]) -> str:
     return "" if dose is None or math.isnan(dose) else f" (relative dose {dose:.3g})"
 
 
+SMOKE_NOTE = (
+    "**Smoke test, not a measurement:** the quick subset runs every condition on a few items, one layer window and "
+    "a short training, to show that everything runs. Its CIs are too wide to tell conditions apart; read the full "
+    "suite's report for findings."
+)
+
+
 def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# steerlab bench: {doc['meta']['suite']}", ""]
     meta = doc["meta"]
@@ -153,6 +160,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{' (quick subset)' if meta.get('quick') else ''}; seed {meta['seed']}; bootstrap 95% CIs "
         f"over items. Effects are signed by each axis's goal (+ = moved the way the axis wants). {_legend(doc)}"
     )
+    if meta.get("quick"):
+        lines += ["", SMOKE_NOTE]
     if not meta.get("complete", True):
         lines.append("")
         lines.append("**Partial results: the run was still going (or was stopped) when this was written.**")
