@@ -320,3 +320,15 @@ def test_expert_vectors_are_published_signed_and_pulled_like_vectors(tmp_path) -
             store.publish(bad.to_bytes(), Publication("moe/bad@1.0.0"))
     finally:
         store.close()
+
+
+def test_the_vllm_resolver_refuses_expert_vectors_clearly(tmp_path) -> None:
+    from steerlab.vllm.kits import KitResolver
+    from steerlab.vllm.settings import Settings
+
+    model = tiny_moe("mixtral")
+    path = ExpertVector.from_offsets(model, {1: {0: 1.0}}).save(tmp_path / "e.safetensors")
+    with pytest.raises(SteerlabError, match="vLLM engine steers residual directions only"):
+        KitResolver(Settings(), model).for_request({"steering": f"{path}:1.0"})
+    with pytest.raises(SteerlabError, match="comes without steerlab's anatomy"):
+        ExpertVector.from_offsets(model, {1: {0: 1.0}}).check_compatible(object())

@@ -254,7 +254,12 @@ class ExpertVector(Vector):
         return vector
 
     def check_compatible(self, model: Any) -> None:
-        routers = model.anatomy.routers
+        routers = getattr(getattr(model, "anatomy", None), "routers", None)
+        if routers is None:
+            raise SteerlabError(
+                f"expert vector {self.card.name or ''} steers MoE routers, and {getattr(model, 'name', 'this model')} "
+                "comes without steerlab's anatomy (its routers): steer it through a model from steerlab.load_model."
+            )
         for layer, row in self.directions.items():
             if layer not in routers:
                 raise SteerlabError(

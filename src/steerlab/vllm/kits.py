@@ -64,6 +64,11 @@ class KitResolver:
                 raise SteerlabError(
                     f"{item['address']!r} has conditions ('when'); the vLLM engine does not run them yet."
                 )
+            if any(entry.vector.card.site == "router" for entry in kit.entries):
+                raise SteerlabError(
+                    f"{item['address']!r} holds an expert vector (router-logit offsets); the vLLM engine steers "
+                    "residual directions only. Serve it with `steerlab serve`."
+                )
             for entry in kit.entries:
                 entries.append(dataclasses.replace(entry, **{k: item[k] for k in ("positions", "mode") if k in item}))
         self._check_limits(entries)
