@@ -30,6 +30,7 @@ from steerlab.evaluate.memory import MEASURE, PeakMemory
 from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
 from steerlab.evaluate.sft import SftConfig, TrainedModel
 from steerlab.evaluate.tasks import Scores, Task
+from steerlab.evaluate.windows import adopt_window, extract_per_window
 from steerlab.extraction import extract
 from steerlab.kit import Kit
 from steerlab.methods import method_names
@@ -267,22 +268,23 @@ def _extract_and_calibrate(
     base: LoadedModel, spec: TaskSpec, opts: RunOptions, windows: list[list[int]], method: str, first: bool
 ) -> MethodRun:
     """The method's vector from the train split, calibrated on validation; its card records the choice."""
-    layers = sorted({la for w in windows for la in w})
     pairs = spec.task.extraction_pairs(spec.train)
     options = opts.method_options.get(method, {})
-    with PeakMemory() as peak:
-        vector, extract_s = _timed(
-            lambda: extract(
-                base,
-                pairs,
-                layers=layers,
-                method=method,
-                batch_size=opts.extract_batch,
-                progress=False,
-                name=spec.name,
-                **options,
-            )
+
+    def one(layers: Sequence[int]) -> Vector:
+        return extract(
+            base,
+            pairs,
+            layers=list(layers),
+            method=method,
+            batch_size=opts.extract_batch,
+            progress=False,
+            name=spec.name,
+            **options,
         )
+
+    with PeakMemory() as peak:
+        vector, extract_s = _timed(lambda: extract_per_window(one, method, windows))
     cal = calibrate(
         base,
         spec.task,
@@ -301,7 +303,7 @@ def _extract_and_calibrate(
         opts,
         f"{spec.name}: {method} from {len(pairs)} pairs in {extract_s:.1f} s; calibrated in {cal.seconds:.1f} s",
     )
-    write_to_card(vector, cal, spec.name)
+    write_to_card(adopt_window(vector, cal.layers), cal, spec.name)
     vector.card.description = f"steerlab bench: {spec.name} ({spec.task.kind}), goal {spec.goal:+d}, {method}"
     return MethodRun(method, method_condition(method, first), vector, cal, extract_s, peak.as_dict())
 
