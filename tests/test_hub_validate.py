@@ -65,6 +65,7 @@ def test_a_good_vector_passes() -> None:
         (_file(GOOD, _card(norms={"\u0663": 1.0})), "norms has keys"),
         (struct.pack("<Q", 40_000) + b"[" * 20_000 + b"]" * 20_000, "header is nested too deeply"),
         (_file(GOOD, '{"metadata": ' + "[" * 20_000 + "]" * 20_000 + "}"), "card is nested too deeply"),
+        (struct.pack("<Q", 4_200_000) + b" " * 4_200_000, "over the limit of 4194304: the card is too large"),
     ],
 )
 def test_bad_vectors_are_refused(data: bytes, message: str) -> None:

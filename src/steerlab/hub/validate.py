@@ -97,8 +97,13 @@ def read_header(data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
     if len(data) < 8:
         raise SteerlabError("not a safetensors file: it is shorter than the 8-byte header length.")
     (length,) = struct.unpack("<Q", data[:8])
-    if length > min(MAX_HEADER_BYTES, len(data) - 8):
+    if length > len(data) - 8:
         raise SteerlabError(f"not a safetensors file: its header claims {length} bytes, more than the file holds.")
+    if length > MAX_HEADER_BYTES:
+        raise SteerlabError(
+            f"the safetensors header is {length} bytes, over the limit of {MAX_HEADER_BYTES}: the card is too large "
+            "(keep long texts and data out of it)."
+        )
     header = _strict_json(data[8 : 8 + length], "the safetensors header")
     if not isinstance(header, dict):
         raise SteerlabError("not a safetensors file: its header is not a JSON object.")
