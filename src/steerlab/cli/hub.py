@@ -174,7 +174,18 @@ def show_cmd(
     console.print(f"author: {info.author or '-'}, license: {info.license or '-'}; effect: {json.dumps(info.metrics)}")
     listed = f"; licence terms: {info.terms}; price: {info.price}" if info.visibility == "licensed" else ""
     console.print(f"access: {info.visibility}{listed}")
+    _print_audit(store, info)
     console.print_json(json.dumps(info.card))
+
+
+def _print_audit(store: Any, info: EntryInfo) -> None:
+    """The summary of a refusal audit attached to this content (`hub audit --attach`), in a local store."""
+    from steerlab.guard.attach import attached_audit, summary
+
+    root = getattr(store, "root", None)
+    record = attached_audit(Path(root), info.sha256) if root is not None else None
+    if record is not None:
+        console.print(summary(record))
 
 
 def pull_cmd(

@@ -81,7 +81,7 @@ def audit(
 ) -> AuditReport:
     """Generate `prompts` under the four CONDITIONS and judge refusals. Addresses go through the front door."""
     vector = resolve(ref, store=store, model=model)
-    protection = resolve(protective, store=store, model=model)
+    protection = resolve(protective, model=model)  # the operator's: a file, or a ref in the local store
     kits: dict[str, Kit | None] = {
         "unsteered": None,
         "vector": vector,
