@@ -6,15 +6,10 @@ the tests at the bottom check the fixtures themselves.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -22,6 +17,7 @@ from typing import Any, Self
 import pytest
 import torch
 
+from bench.reliability_procs import new_database, postgres_bindir, postgres_cluster
 from steerlab.hub.store import LocalStore
 from steerlab.vector import Card, Vector
 
@@ -68,58 +64,23 @@ def store_state(store: LocalStore) -> tuple[list[tuple[str, str]], list[str], li
 
 
 # ----- PostgreSQL: a real server from the Debian binaries, on loopback, for this test session only -----
-def _pg_bindir() -> Path | None:
-    for initdb in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True):
-        return Path(initdb).parent
-    found = shutil.which("initdb")
-    return Path(found).resolve().parent if found else None
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    # initdb and pg_ctl refuse to run as root.
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
+# (one implementation, shared with the reliability benchmark)
 @pytest.fixture(scope="session", name="postgres_server")
 def postgres_server_fixture() -> Iterator[str]:
     external = os.environ.get("STEERLAB_TEST_POSTGRES_URL")  # e.g. postgresql+psycopg://postgres@127.0.0.1:5432
     if external:
         yield external.rstrip("/")
         return
-    bindir = _pg_bindir()
-    if bindir is None:
+    if postgres_bindir() is None:
         message = "PostgreSQL is not installed (Debian package postgresql; `make postgres` installs it)"
         if IN_CI:
             pytest.fail(message + " - under CI the PostgreSQL suite must run")
         pytest.skip(message)
-    base = Path(tempfile.mkdtemp(prefix="steerlab-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", free_port()
-    subprocess.run(
-        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    start = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60", "-o", options, "start"]
-    subprocess.run(_as_postgres(start), check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        stop = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-        subprocess.run(_as_postgres(stop), capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres_cluster() as url:
+        yield url
 
 
-def _fresh_database(server_url: str) -> str:
-    import psycopg
-
-    name = f"hub_{uuid.uuid4().hex[:12]}"
-    plain = server_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain + "/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{server_url}/{name}"
+_fresh_database = new_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], name="catalog_url")
