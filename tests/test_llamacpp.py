@@ -1,32 +1,39 @@
 """Proof that llama.cpp reads steerlab's control-vector GGUFs and steers the way the Hugging Face hooks do.
 
-llama-cpp-python is installed by `make llama-cpp` (mk/formats.mk; part of `make test`). The GGUF is read back here
-with the `gguf` package and applied through llama.cpp's low-level `llama_set_adapter_cvec`, mirroring what llama.cpp's
-own `--control-vector-scaled` loader does: `direction.N` goes to row N - 1 of an n_embd x (n_layer - 1) buffer,
-multiplied by the scale. The default model's GGUF is Q4_1 while Hugging Face runs it dequantised in fp32, so the test
-compares logit SHIFTS (steered minus unsteered), not raw logits.
+llama-cpp-python is installed by `make llama-cpp` (mk/formats.mk; part of `make test`) without a library of its own:
+it loads the shared libllama built with llama-completion, found through LLAMA_CPP_LIB_PATH. The GGUF is read back
+here with the `gguf` package and applied through llama.cpp's low-level `llama_set_adapter_cvec`, mirroring what
+llama.cpp's own `--control-vector-scaled` loader does: `direction.N` goes to row N - 1 of an n_embd x (n_layer - 1)
+buffer, multiplied by the scale. The default model's GGUF is Q4_1 while Hugging Face runs it dequantised in fp32, so
+the test compares logit SHIFTS (steered minus unsteered), not raw logits.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 import torch
-from test_llamacpp_cli import happy_pairs
+from test_llamacpp_cli import LLAMA_CPP, happy_pairs
 
 from steerlab.extraction import extract
 from steerlab.formats import export_gguf
 from steerlab.models import alias_gguf
 from steerlab.steering import steer
 
+# The wheel holds no library (built with -DLLAMA_BUILD=OFF); llama_cpp reads this variable when it is imported. Set
+# outright, not defaulted: the test must drive the very llama.cpp that the CLI test runs.
+os.environ["LLAMA_CPP_LIB_PATH"] = str(LLAMA_CPP / "lib")
 try:
     import llama_cpp
-except ImportError as exc:  # a clear failure, not a skip: `make test` installs it
-    raise ImportError("tests/test_llamacpp.py needs llama-cpp-python: run `make llama-cpp`.") from exc
+except (ImportError, OSError, RuntimeError) as exc:  # a clear failure, not a skip: `make test` installs it
+    raise ImportError(
+        f"tests/test_llamacpp.py needs llama-cpp-python and libllama.so in {LLAMA_CPP / 'lib'}: run `make llama-cpp`."
+    ) from exc
 
 PROMPT = "My friend called me this morning and told me that"
 LAYERS = list(range(6, 15))

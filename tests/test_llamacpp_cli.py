@@ -1,13 +1,13 @@
 """llama.cpp's own tool reads `steerlab export --format llama.cpp` and steers like steerlab's hooks.
 
 `llama-completion` (llama.cpp's non-interactive tool) is built by `make llama-cpp-tools` (mk/formats.mk; part of
-`make test`) from the llama.cpp source vendored in the llama-cpp-python sdist, so it is the same llama.cpp that
-tests/test_llamacpp.py drives through the C API. The test extracts a vector from the committed RepE slices, exports it
-with the CLI, and runs the tool on the default model's own GGUF with exactly the flags the export printed: greedy,
-8 tokens, the prompt steerlab renders (chat template) given as raw text, no conversation mode. The steered completion
-must be exactly the one steerlab's hooks give. llama.cpp runs the Q4_1 weights that Hugging Face runs dequantised in
-fp32, so both completions are also fed back through Hugging Face: each token must be its greedy choice up to a
-near-tie, steered with the hooks and unsteered without them.
+`make test`) from the llama.cpp source vendored in the llama-cpp-python sdist, in the same build as the shared
+libraries that tests/test_llamacpp.py drives through the C API: one llama.cpp for both. The test extracts a vector
+from the committed RepE slices, exports it with the CLI, and runs the tool on the default model's own GGUF with
+exactly the flags the export printed: greedy, 8 tokens, the prompt steerlab renders (chat template) given as raw
+text, no conversation mode. The steered completion must be exactly the one steerlab's hooks give. llama.cpp runs the
+Q4_1 weights that Hugging Face runs dequantised in fp32, so both completions are also fed back through Hugging Face:
+each token must be its greedy choice up to a near-tie, steered with the hooks and unsteered without them.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from steerlab.vector import Vector
 
 pytestmark = pytest.mark.slow
 
-TOOL = Path(sys.prefix) / f"llama.cpp-{version('llama-cpp-python')}" / "bin" / "llama-completion"
+# The one llama.cpp build (mk/formats.mk): bin/llama-completion and lib/ with libllama and libggml*.
+LLAMA_CPP = Path(sys.prefix) / f"llama.cpp-{version('llama-cpp-python')}-shared"
+TOOL = LLAMA_CPP / "bin" / "llama-completion"
 USER = "How was your weekend?"
 LAYERS = "6-14"
 SCALE = 0.6
