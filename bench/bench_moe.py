@@ -50,7 +50,7 @@ class Settings:
     extract_rounds: int
 
 
-FULL = Settings(decode_steps=300, prefill_rounds=12, pair_counts=(8, 16, 32, 64), extract_rounds=3)
+FULL = Settings(decode_steps=200, prefill_rounds=8, pair_counts=(8, 16, 32, 64), extract_rounds=2)
 QUICK = Settings(decode_steps=40, prefill_rounds=3, pair_counts=(8, 16), extract_rounds=1)
 
 
