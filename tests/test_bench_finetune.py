@@ -164,7 +164,7 @@ def test_a_model_above_the_limit_gets_a_note_and_no_finetune_condition(model):
     result = run_task(model, spec, _opts(conditions=("unsteered", "steering", "finetune"), finetune=limit))
     assert "finetune" not in {r["condition"] for r in result.rows}
     assert any(
-        n.startswith("finetune: not trained: full fine-tuning is run for models up to") for n in result.info["notes"]
+        n.startswith("finetune: skipped (full fine-tuning is run for models up to") for n in result.info["notes"]
     )
     assert "finetune_curve" not in result.costs
 

@@ -210,7 +210,7 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
     runs = [_extract_and_calibrate(base, spec, opts, windows, m, i == 0) for i, m in enumerate(opts.methods)]
     vector, cal = runs[0].vector, runs[0].calibration
     costs = _method_costs(runs)
-    trained, refused = _train_baselines(base, spec, opts, costs)
+    trained = _train_baselines(base, spec, opts, costs)
     best = best_method(runs)
     settings, skipped = build_conditions(
         spec.task,
@@ -233,7 +233,7 @@ def run_task(base: LoadedModel, spec: TaskSpec, opts: RunOptions, out_dir: Path 
     if steered is not None and opts.latency_rounds > 0:
         costs["latency"] = {**_latency(base, spec, steered, opts), "method": best.method}
     costs["total_s"] = time.perf_counter() - started
-    info = _info(spec, len(spec.task.extraction_pairs(spec.train)), windows, refused + skipped)
+    info = _info(spec, len(spec.task.extraction_pairs(spec.train)), windows, skipped)
     info.update(methods=list(opts.methods), prompting_method=best.method, sweep_method=best.method)
     result = TaskResult(spec.name, rows, cal, costs, info, vector, runs)
     if out_dir is not None:
@@ -325,8 +325,9 @@ def sft_validation(spec: TaskSpec) -> list[Any]:
 
 def _train_baselines(
     base: LoadedModel, spec: TaskSpec, opts: RunOptions, costs: dict[str, Any]
-) -> tuple[dict[str, LoadedModel | str], list[str]]:
-    """Each fine-tuned baseline the conditions ask for (condition -> model, or why not), and notes for refusals."""
+) -> dict[str, LoadedModel | str]:
+    """Each fine-tuned baseline the conditions ask for: condition -> its model, or why it was not trained (a
+    refusal, such as full fine-tuning's size limit, becomes the condition's `skipped` note)."""
     examples = spec.task.sft_examples(spec.train, spec.goal)
     val = sft_validation(spec)
 
@@ -338,7 +339,6 @@ def _train_baselines(
         "finetune": lambda: train_finetune(base, examples, _finetune_config(opts), val, log("finetune")),
     }
     trained: dict[str, LoadedModel | str] = {}
-    notes: list[str] = []
     for name, train in trainers.items():
         if name not in opts.conditions:
             continue
@@ -350,7 +350,6 @@ def _train_baselines(
                 result: TrainedModel = train()
         except SteerlabError as exc:  # e.g. full fine-tuning refuses models above its size limit
             trained[name] = str(exc)
-            notes.append(f"{name}: not trained: {exc}")
             continue
         trained[name] = result.model
         _record_training(costs, name, result, peak)
@@ -361,7 +360,7 @@ def _train_baselines(
             f"best epoch {curve.best_epoch} of {len(curve.train)} (validation loss {curve.val[0]:.3f} -> "
             f"{curve.val[curve.best_epoch]:.3f})",
         )
-    return trained, notes
+    return trained
 
 
 def _record_training(costs: dict[str, Any], name: str, result: TrainedModel, peak: PeakMemory) -> None:
