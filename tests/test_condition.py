@@ -210,7 +210,7 @@ def test_kit_files_carry_conditions_by_path_and_hash(tmp_path, suffix: str) -> N
     assert back.entries[1].when.key == other.key
     assert torch.equal(_batch_logits(model, back)[0], _batch_logits(model, kit)[0])
     (tmp_path / "topic.condition.safetensors").write_bytes(Condition(-cond.direction, 1, 0.0).to_bytes())
-    with pytest.raises(SteerlabError, match="condition file .* has changed"):
+    with pytest.raises(SteerlabError, match=r"condition file .* has changed"):
         kitfile.load_kit(path)
 
 
