@@ -234,6 +234,8 @@ def test_kit_new_when_writes_a_conditional_kit(tmp_path) -> None:
     assert kit.condition is not None and kit.condition.key == cond.key
     document = kitfile.read_document(out)
     assert document["when"]["file"] == "topic.safetensors"
+    shown = CliRunner().invoke(app, ["kit", "show", str(out)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and f"when condition@{cond.layer}: block {cond.layer}, mean" in shown.output
     bad = CliRunner().invoke(app, [*args[:-1], vec, "--out", str(out)])
     assert bad.exit_code != 0 and "is not a condition" in str(bad.exception)
 

@@ -108,6 +108,12 @@ def kit_show_cmd(
     console.print(f"[bold]{card.name}[/bold]  base model: {card.base_model or '?'}  created {card.created_at}")
     if card.description or card.author:
         console.print(f"{card.description}{'  by ' + card.author if card.author else ''}")
+    for condition in loaded.conditions:
+        accuracy = f", test accuracy {condition.accuracy:.2f}" if condition.accuracy is not None else ""
+        console.print(
+            f"when [bold]{condition.name}[/bold]: block {condition.layer}, {condition.reading} of the prompt, "
+            f"threshold {condition.threshold:.4g}{accuracy}"
+        )
     table = Table("entry", "vector file", "sha256", "scale", "layers", "positions", "mode", "held-out pairs")
     for entry, info in zip(loaded.entries, infos, strict=True):
         table.add_row(
