@@ -193,7 +193,7 @@ def options(quick: bool) -> RunOptions:
         n_fluency=FULL.n_fluency,
         gen_tokens=FULL.gen_tokens,
         k_shots=4,
-        lora=LoraConfig(epochs=3),
+        lora=LoraConfig(),  # early stopping on validation loss decides, up to its epoch cap
     )
 
 
