@@ -43,19 +43,22 @@ def push(url: str, token: str, ref: str, content: bytes | Iterator[bytes]) -> ht
     namespace_name, _, version = ref.partition("@")
     params = {"version": version} if version else {}
     headers = {"authorization": f"Bearer {token}"}
-    return httpx.post(f"{url}{API}/entries/{namespace_name}", params=params, content=content, headers=headers)
+    # generous: 32 uploads at once on two shared cores take seconds each
+    return httpx.post(
+        f"{url}{API}/entries/{namespace_name}", params=params, content=content, headers=headers, timeout=300
+    )
 
 
 def entries(url: str, namespace: str) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"namespace": namespace, "all_versions": True}
-    response = httpx.get(f"{url}{API}/entries", params=params, timeout=60)
+    response = httpx.get(f"{url}{API}/entries", params=params, timeout=300)
     response.raise_for_status()
     return list(response.json()["entries"])
 
 
 def content(url: str, ref: str) -> httpx.Response:
     base, _, version = ref.partition("@")
-    return httpx.get(f"{url}{API}/entries/{base}/{version or 'latest'}/content", timeout=60)
+    return httpx.get(f"{url}{API}/entries/{base}/{version or 'latest'}/content", timeout=300)
 
 
 def audit_store(url: str, root: Path, workdir: Path, namespace: str, expected: Mapping[str, bytes]) -> dict[str, Any]:
@@ -186,7 +189,7 @@ def _one_round(
             totals["pulls_ok"] += status == 200 and by_ref.get(ref) == data
             totals["mixed_up"] += status == 200 and by_ref.get(ref) != data
     racers = sum(1 for _k, i, *_ in pushes if i % 2 == 0)
-    versions = [e["version"] for e in httpx.get(f"{url}{API}/entries/{racing}").json()["versions"]]
+    versions = [e["version"] for e in httpx.get(f"{url}{API}/entries/{racing}", timeout=300).json()["versions"]]
     totals["duplicated"] += len(versions) - len(set(versions))
     totals["lost"] += racers - len(set(versions))
     for ref, data in by_ref.items():  # every acknowledged version reads back as exactly its own bytes
