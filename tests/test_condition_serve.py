@@ -67,3 +67,28 @@ def test_batched_conditional_rows_equal_generate_alone_and_record_decisions() ->
     assert [j.conditions[0]["holds"] for j in jobs] == holds
     for r, held in enumerate(holds):
         assert (expected[r] == unsteered[r]) != held, f"row {r}"
+
+
+def test_an_axis_named_out_of_a_conditional_kit_keeps_its_condition(tmp_path) -> None:
+    from steerlab import kitfile
+    from steerlab.serve.protocol import SteeringItem
+    from steerlab.serve.registry import Registry
+
+    model = tiny_model("llama")
+    kit, holds = _kit(model)
+    kit.card.name = "gated"
+    assert kit.condition is not None
+    kit.condition.card.name = "half"
+    kitfile.save_kit(kit, tmp_path / "gated.json")
+    registry = Registry(model, kits_dir=tmp_path)
+    picked = registry.resolve([SteeringItem(vector="gated:0", scale=2.0)]).kit
+    assert picked is not None and picked.entries[0].when is not None
+    assert picked.entries[0].when.key == kit.condition.key
+    # so a prompt the condition does not hold for is answered exactly as unsteered
+    failing = PROMPTS[holds.index(False)]
+    steered = generate(model, failing, steering=picked, max_new_tokens=6, chat=False)[0]
+    assert steered == generate(model, failing, max_new_tokens=6, chat=False)[0]
+    passing = PROMPTS[holds.index(True)]
+    assert generate(model, passing, steering=picked, max_new_tokens=6, chat=False)[0] == generate(
+        model, passing, steering=kit, max_new_tokens=6, chat=False
+    )[0]

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,7 +225,8 @@ class Registry:
                 base = self._kit_entry(kit_name, axis)
                 layers = item.layers if item.layers is not None else base.layers
                 scale = item.scale if item.scale is not None else base.scale
-                return KitEntry(base.vector, scale, layers, base.positions, base.mode), item.vector
+                # replace, not a new KitEntry: the axis keeps its positions, mode and condition (`when`)
+                return replace(base, scale=scale, layers=layers), item.vector
             vector = self.vector(item.vector)
             self._check_compatible(vector, where)  # before layers: "made for another model" says more
             return KitEntry.from_card(vector, item.scale, item.layers), item.vector
@@ -237,10 +238,12 @@ class Registry:
 
     def _kit_entry(self, kit_name: str, axis: str) -> KitEntry:
         loaded = self.kit(kit_name)
+        # An axis taken out of a conditional kit carries the kit's condition with it: it must not steer every row.
+        entries = loaded.kit.standalone_entries()
         if axis in loaded.axes:
-            return loaded.kit.entries[loaded.axes.index(axis)]
-        if axis.isdigit() and int(axis) < len(loaded.kit.entries):
-            return loaded.kit.entries[int(axis)]
+            return entries[loaded.axes.index(axis)]
+        if axis.isdigit() and int(axis) < len(entries):
+            return entries[int(axis)]
         raise ApiError(
             f"kit {kit_name!r} has no axis {axis!r}; its axes are {', '.join(loaded.axes)} "
             f"(or 0..{len(loaded.axes) - 1}).",
