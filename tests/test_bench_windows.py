@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from test_preference import FAST, _pairs
+from tiny import FAST_PREFERENCE as FAST
+from tiny import preference_pairs as _pairs
 from tiny import tiny_model
 
 from steerlab import extract

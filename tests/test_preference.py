@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from tiny import FAST_PREFERENCE as FAST
+from tiny import preference_pairs as _pairs
 from tiny import tiny_model
 
 from steerlab import PairSet, Vector, extract, steer
@@ -15,15 +17,6 @@ from steerlab.methods import get_method, method_names
 from steerlab.pair_scoring import pair_logps, prepare, tokenize_pairs
 from steerlab.preference import bipo_loss
 from steerlab.residual_norms import measure_residual_norms
-
-FAST = {"epochs": 2, "pairs_per_step": 4, "eval_every": 2, "progress": False}
-
-
-def _pairs(n: int, flip: bool = False, start: int = 0) -> PairSet:
-    rows = [{"prompt": f"Q{i}: answer", "positive": f"yes {i % 3}", "negative": "no!"} for i in range(start, start + n)]
-    if flip:
-        rows = [{**r, "positive": r["negative"], "negative": r["positive"]} for r in rows]
-    return PairSet.from_records(rows)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from transformers import models as hf
 
 from steerlab.models import LoadedModel, wrap_model
+from steerlab.pairs import PairSet
 
 H, L, V = 32, 4, 96
 COMMON: dict[str, Any] = {
@@ -163,3 +164,15 @@ def chat_tiny_model(arch: str = "llama", seed: int = 0) -> LoadedModel:
     tok.chat_template = CHATML
     model.hf_model.resize_token_embeddings(len(tok), mean_resizing=False)
     return model
+
+
+# Preference training on the tiny models: few steps, no progress bar (shared by the preference and bench tests).
+FAST_PREFERENCE = {"epochs": 2, "pairs_per_step": 4, "eval_every": 2, "progress": False}
+
+
+def preference_pairs(n: int, flip: bool = False, start: int = 0) -> PairSet:
+    """Pairs a tiny model can learn: numbered prompts, a varied positive, one fixed negative (`flip` swaps them)."""
+    rows = [{"prompt": f"Q{i}: answer", "positive": f"yes {i % 3}", "negative": "no!"} for i in range(start, start + n)]
+    if flip:
+        rows = [{**r, "positive": r["negative"], "negative": r["positive"]} for r in rows]
+    return PairSet.from_records(rows)

@@ -26,6 +26,10 @@ CONDITIONS_HELP = (
     "conditions to run, comma-separated (default: all): unsteered, steering, prompting, fewshot, lora, finetune, "
     "steering+prompting"
 )
+RESUME_HELP = (
+    "keep the axes a stopped run with the same options already finished in --out, and run only the missing ones "
+    "(each finished axis is written at once)"
+)
 DOSES_HELP = "calibration grid as relative doses |s|*sum(|v_l|/h_l) over the window, e.g. 0.1,0.25,0.5,0.7"
 
 
@@ -85,6 +89,7 @@ def bench_cmd(
     train_epochs: Annotated[
         int | None, typer.Option(help="most epochs for LoRA and full fine-tuning (they stop early on validation)")
     ] = None,
+    resume: Annotated[bool, typer.Option(help=RESUME_HELP)] = False,
 ) -> None:
     """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
     import torch
@@ -92,11 +97,10 @@ def bench_cmd(
     from steerlab.evaluate import suite as seed
     from steerlab.evaluate.adhoc import adhoc_spec
     from steerlab.evaluate.data import datasets_root
-    from steerlab.evaluate.report import write_all
-    from steerlab.evaluate.runner import check_conditions, check_methods, run_task
+    from steerlab.evaluate.runner import check_conditions, check_methods
+    from steerlab.evaluate.suite_run import run_axes, run_settings
     from steerlab.models import load_model
 
-    started = time.perf_counter()
     opts = seed.options(quick)
     opts.log = console.print
     raw, relative = _grid(scales, doses)
@@ -133,20 +137,23 @@ def bench_cmd(
 
         _add_interference(loaded, specs, saved_vectors(out), out, quick, opts.gen_tokens)
         return
-    results = []
-    meta = {"suite": suite or f"ad-hoc {task}", "quick": quick, "model": loaded.name, "seed": 0}
-    meta["threads"] = torch.get_num_threads()
-    for spec in specs:
+    name = suite or f"ad-hoc {task}"
+    meta: dict[str, Any] = {"suite": name, "quick": quick, "model": loaded.name, "seed": 0}
+    settings = run_settings(opts, model=loaded.name, suite=name, quick=quick)
+    meta.update(threads=torch.get_num_threads(), settings=settings)
+
+    def announce(spec: Any) -> None:
         console.print(f"[bold]{spec.name}[/bold] ({spec.task.kind}): {len(spec.train)} train, {len(spec.test)} test")
-        results.append(run_task(loaded, spec, opts, out / spec.name))
-        # Written after every axis, so a long suite that is stopped still leaves what it measured.
-        meta.update(run_seconds=time.perf_counter() - started, complete=len(results) == len(specs))
-        doc = write_all(out, results, meta)
-    if suite is not None and interference and len(results) > 1:
-        _add_interference(loaded, specs, {r.name: r.vector for r in results}, out, quick, opts.gen_tokens)
+
+    doc, vectors = run_axes(loaded, specs, opts, out, meta, resume, announce)
+    if doc["meta"]["resumed_axes"]:
+        console.print(f"kept the finished axes {', '.join(doc['meta']['resumed_axes'])} from {out}")
+    if suite is not None and interference and len(vectors) > 1:
+        _add_interference(loaded, specs, vectors, out, quick, opts.gen_tokens)
     for s in doc["summary"]:
         console.print(f"{s['name']}: " + ", ".join(f"{c}={v:.3f}" for c, v in s["values"].items()))
-    console.print(f"[green]wrote[/green] {out}/results.json, report.md, report.html ({meta['run_seconds']:.0f} s)")
+    seconds = doc["meta"]["run_seconds"]
+    console.print(f"[green]wrote[/green] {out}/results.json, report.md, report.html ({seconds:.0f} s)")
 
 
 def _add_interference(

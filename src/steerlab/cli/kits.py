@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -297,7 +298,7 @@ def export_cmd(
         result = export_entries([(out.stem, entry)], out.parent, model_hint=model_hint)
     for file, _ in result.files:
         console.print(f"[green]wrote[/green] {file}")
-    typer.echo(" ".join(result.flags()))
+    typer.echo(shlex.join(result.flags()))  # quoted: a path with spaces pastes as one argument
 
 
 def _named(entries: list[KitEntry], sources: list[EntrySource]) -> list[tuple[str, KitEntry]]:

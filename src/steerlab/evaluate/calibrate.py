@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from steerlab.bootstrap import nanmean
 from steerlab.errors import SteerlabError
 from steerlab.evaluate.fluency import fluency_scores
 from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
@@ -87,11 +88,6 @@ def layer_windows(n_layers: int, count: int, width: int | None = None) -> list[l
     return sorted(windows)
 
 
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
 @dataclass
 class _Probe:
     """Measures (metric, fluency, repetition) of one setting on the validation data."""
@@ -113,7 +109,7 @@ class _Probe:
         if "fluency_logprob" not in scores:
             texts = generate_texts(self.base, setting, self.prompts, self.gen_tokens)
             scores.update(fluency_scores(self.base, self.prompts, texts))
-        return _mean(scores[self.task.metric]), _mean(scores["fluency_logprob"]), _mean(scores["repetition"])
+        return nanmean(scores[self.task.metric]), nanmean(scores["fluency_logprob"]), nanmean(scores["repetition"])
 
 
 def calibrate(

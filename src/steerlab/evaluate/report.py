@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -364,15 +365,27 @@ def _task_plots(task: dict[str, Any], out_dir: Path) -> list[str]:
     return [str(p.relative_to(out_dir)) for p in made if p is not None]
 
 
-def write_all(out_dir: Path, results: list[TaskResult], meta: dict[str, Any]) -> dict[str, Any]:
+def write_all(
+    out_dir: Path,
+    results: list[TaskResult],
+    meta: dict[str, Any],
+    kept: Sequence[dict[str, Any]] = (),
+    order: Sequence[str] = (),
+) -> dict[str, Any]:
     """results.json at the top (every row; calibration of the first axis, all axes under calibration.per_task),
-    DIR/<axis>/results.json per axis in the exact single-task shape, report.md, report.html and the PNGs."""
+    DIR/<axis>/results.json per axis in the exact single-task shape, report.md, report.html and the PNGs.
+
+    `kept`: task documents of axes an earlier run finished (a resumed run), shown as they are; `order`: the axes'
+    order in the report (default: kept, then new)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [_task_doc(r) for r in results]
-    for task in tasks:
+    fresh = [_task_doc(r) for r in results]
+    for task in fresh:
         task["plots"] = _task_plots(task, out_dir)
         single = {k: task[k] for k in ("rows", "calibration", "costs", "info")}
         (out_dir / task["name"] / "results.json").write_text(_dump(single))
+    tasks = [*kept, *fresh]
+    if order:
+        tasks.sort(key=lambda t: order.index(t["name"]) if t["name"] in order else len(order))
     summary = [summarise(t) for t in tasks]
     first = tasks[0]["calibration"]
     doc: dict[str, Any] = {
