@@ -208,3 +208,33 @@ def test_the_server_steers_with_a_conditional_store_kit(model, local, store, tmp
     assert len(decided) == len(PROMPTS)
     topic_holds = [next(c["holds"] for c in row if c["name"] == "topic") for row in decided]
     assert sum(topic_holds) == 3
+
+
+def test_conditions_travel_over_http(model, local, tmp_path: Path) -> None:
+    """Pushed to `steerlab hub serve` and resolved through its HTTP client: the same gating as the kit file."""
+    from test_hub_support import ThreadServer
+
+    from steerlab.hub.client import RemoteStore
+    from steerlab.hub.store import LocalStore
+
+    backing = LocalStore(tmp_path / "served")
+    try:
+        token = backing.create_token("team")
+        with ThreadServer(backing) as server:
+            for name in ("happy.safetensors", "formal.safetensors", "topic.condition.safetensors",
+                         "other.condition.safetensors", "gated.json"):  # fmt: skip
+                ref = f"team/{name.split('.')[0]}@1.0.0"
+                res = CliRunner().invoke(app, ["hub", "push", str(local.parent / name), "--to", server.url, "--name",
+                                               ref, "--token", token, "--key", str(tmp_path / "k.pem")])  # fmt: skip
+                assert res.exit_code == 0, res.output
+            remote = RemoteStore(server.url)
+            assert remote.show("team/topic@1.0.0").kind == "condition"
+            kit = resolve("team/gated@1.0.0", store=remote, model=model)
+    finally:
+        backing.close()
+    from_file = load_kit(local, model)
+    assert kit.condition is not None and from_file.condition is not None
+    assert kit.condition.key == from_file.condition.key
+    assert generate(model, PROMPTS, steering=kit, max_new_tokens=4, chat=False) == generate(
+        model, PROMPTS, steering=from_file, max_new_tokens=4, chat=False
+    )
