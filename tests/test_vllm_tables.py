@@ -161,3 +161,39 @@ def test_a_link_in_the_kits_folder_cannot_reach_outside(model, tmp_path) -> None
     (kits / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
     with pytest.raises(SteerlabError, match="outside this server's kits folder"):
         KitResolver(Settings(kits=str(kits)), model).for_request({"steering": "link.safetensors:0.5"})
+
+
+def test_the_resolver_refuses_conditional_kits_naming_the_missing_support(model, tmp_path) -> None:
+    """Kit-level and entry-level conditions, from a kit file and from the store, per request and as the default."""
+    from steerlab.condition import Condition
+    from steerlab.errors import SteerlabError
+    from steerlab.hub import open_store
+    from steerlab.hub.store import Publication
+    from steerlab.kitfile import save_kit
+    from steerlab.vllm.kits import KitResolver
+    from steerlab.vllm.settings import Settings
+
+    gate = Condition(torch.ones(model.hidden_size) / model.hidden_size**0.5, 1, 0.0)
+    gate.card.name = "topic"
+    plain, other = vector(model, 1), vector(model, 2)
+    whole = save_kit(Kit([KitEntry(plain, 1.0)], KitCard(name="whole")).when(gate), tmp_path / "whole.json")
+    one = save_kit(Kit([KitEntry(plain, 1.0), KitEntry(other, 1.0, when=gate)]), tmp_path / "one.json")
+    store = open_store(str(tmp_path / "store"))
+    try:
+        for name in ("v1", "v2", "topic.condition"):
+            kind = "condition" if name.endswith("condition") else "vector"
+            store.publish((tmp_path / f"{name}.safetensors").read_bytes(), Publication(f"t/{name[:5]}@1.0.0", kind))
+        store.publish(one.read_bytes(), Publication("t/one@1.0.0", kind="kit"))
+        resolver = KitResolver(Settings(store=str(tmp_path / "store")), model)
+        message = r"is conditional \('when': topic\); the vLLM engine has no conditional steering yet"
+        for address in (str(whole), str(one), "t/one@1.0.0"):
+            with pytest.raises(SteerlabError, match=message):
+                resolver.for_request({"steering": address})
+        assert resolver.for_request({"steering": f"{tmp_path}/v1.safetensors"}) is not None  # no condition: served
+        with pytest.raises(SteerlabError, match=message):
+            KitResolver(Settings(default=str(whole)), model)  # a conditional server default fails at start-up
+    finally:
+        store.close()
+    tables = tables_for(model, [])
+    with pytest.raises(SteerlabError, match=r"conditional kit .* cannot go into the vLLM steering tables"):
+        tables.fill(1, compile_row(model, Kit([KitEntry(plain, 1.0, when=gate)])))  # past the resolver, too

@@ -16,6 +16,11 @@ from steerlab.errors import SteerlabError
 CARD_KEY = "steerlab.card"
 FORMAT_VERSION = 1
 LAYER_CONVENTION = "block_output"  # direction N is added to the output of decoder block N = hidden_states[N + 1]
+# A condition file (steerlab.condition): one direction tensor, and a card with this site whose metadata.condition
+# holds {layer, threshold, reading}. Here so that the store validates condition uploads without torch.
+CONDITION_SITE = "condition"
+CONDITION_TENSOR = "condition.direction"
+CONDITION_READINGS: tuple[str, ...] = ("mean", "last")
 
 
 @dataclass

@@ -27,16 +27,15 @@ from safetensors.torch import save as st_save
 from steerlab import condition_fit
 from steerlab.atomic import atomic_write
 from steerlab.capture import read_batches
-from steerlab.card import CARD_KEY, Card, check_fingerprint
+from steerlab.card import CARD_KEY, CONDITION_READINGS, CONDITION_SITE, CONDITION_TENSOR, Card, check_fingerprint
 from steerlab.errors import SteerlabError
 from steerlab.prompts import prompt_ids
 from steerlab.tokens import Tokenized, tokenizer_of
 from steerlab.vector import read_safetensors
 
 Reading = Literal["mean", "last"]
-READINGS: tuple[str, ...] = ("mean", "last")
-CONDITION_SITE = "condition"
-TENSOR_KEY = "condition.direction"
+READINGS = CONDITION_READINGS
+TENSOR_KEY = CONDITION_TENSOR
 
 
 @dataclass(eq=False)

@@ -1,8 +1,9 @@
 """`steerlab.resolve`: the one front door from an address (a vector file, a kit file, a store ref) to a Kit.
 
 The grammar is steerlab.address's. What a vector's address leaves out comes from its card (`KitEntry.from_card`);
-a kit file's entries are checked against their recorded sha256; a store kit's entries are found by sha256 in the same
-store. Every caller that turns a user's address into steering (CLI, server, bench, hub) comes through here.
+a kit file's entries are checked against their recorded sha256; a store kit's entries, and the conditions its `when`
+records name, are found by sha256 in the same store. Every caller that turns a user's address into steering (CLI,
+server, bench, hub) comes through here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from steerlab import kitfile
 from steerlab.address import Address, check_no_tail, parse_address
+from steerlab.condition import Condition
 from steerlab.errors import SteerlabError
 from steerlab.kit import EntrySource, Kit, KitCard, KitEntry
 from steerlab.vector import Vector
@@ -77,6 +79,11 @@ def _from_store(parsed: Address, store: Any, model: Any, address: str) -> Found:
         if info.kind == "vector":
             vector = Vector.from_bytes(data, f"{opened}:{info.ref}")
             return _single(vector, parsed, EntrySource(info.name, info.sha256, info.ref), model, address)
+        if info.kind != "kit":
+            raise SteerlabError(
+                f"{address!r} is a {info.kind} in the store, not a vector or a kit: a condition steers nothing by "
+                "itself; name it in a kit's 'when' (`steerlab kit new NAME --vector ... --when FILE`)."
+            )
         check_no_tail(parsed, address)
         return _store_kit(opened, info, data, model)
     finally:
@@ -89,21 +96,32 @@ def _store_kit(store: Any, info: Any, data: bytes, model: Any) -> Found:
     from steerlab.hub.content import fetch_kit
 
     stored = fetch_kit(store, info, data)
-    if "when" in stored.document or any("when" in record for record in stored.document["entries"]):
-        raise SteerlabError(
-            f"store kit {info.ref} has conditions ('when'); the store does not carry condition files yet: share "
-            "it as a kit file with its condition files beside it."
-        )
     entries, sources = [], []
     for index, (record, (entry_info, entry_data)) in enumerate(
         zip(stored.document["entries"], stored.vectors, strict=True)
     ):
         vector = Vector.from_bytes(entry_data, f"{store}:{entry_info.ref}")
         _check(vector, model, stored.where(index))
-        entries.append(kitfile.entry_from_record(record, vector, stored.where(index)))
+        when = _store_condition(store, stored, record, model, stored.where(index))
+        entries.append(kitfile.entry_from_record(record, vector, stored.where(index), when))
         sources.append(EntrySource(stored.names[index], entry_info.sha256, entry_info.ref))
     card = kitfile.card_from_document(stored.document.get("card") or {}, info.name)
-    return Found(Kit(entries, card), sources, is_kit=True)
+    condition = _store_condition(store, stored, stored.document, model, f"store kit {info.ref}")
+    return Found(Kit(entries, card, condition), sources, is_kit=True)
+
+
+def _store_condition(store: Any, stored: Any, record: dict[str, Any], model: Any, where: str) -> Condition | None:
+    """The condition `record` (the kit document or one entry) names in its `when`, fetched by sha256 (None: none)."""
+    if "when" not in record:
+        return None
+    info, data = stored.condition_bytes(record["when"])
+    try:
+        condition = Condition.from_bytes(data, f"{store}:{info.ref}")
+        if model is not None:
+            condition.check_compatible(model)
+    except SteerlabError as exc:
+        raise SteerlabError(f"{where}: {exc}") from exc
+    return condition
 
 
 def _open(store: Any) -> Any:

@@ -8,7 +8,8 @@
      "when": {"file": ..., "sha256": ...}}
 
 `when` (optional, on the kit or on an entry) names a steerlab.Condition file: the kit (or the entry) steers only
-the rows whose prompt the condition holds for.
+the rows whose prompt the condition holds for. In a store kit it must record the condition's sha256, by which the
+condition is found in the store (steerlab.hub.content).
 
 Kit files (steerlab.kitfile) and the store's upload validation (steerlab.hub.validate) both call `check_document`;
 the store adds `portable=True`: its kits travel without their folder, so every path must stay inside it.
@@ -116,6 +117,11 @@ def check_when(value: Any, where: str, portable: bool = False) -> None:
         raise SteerlabError(f"{where}: 'when.sha256' must be 64 lower-case hex characters.")
     if portable and not _inside(value["file"]):
         raise SteerlabError(f"{where}: 'when.file' must be a relative path inside the kit's folder (no '..').")
+    if portable and digest is None:
+        raise SteerlabError(
+            f"{where}: 'when' records no sha256; a store kit finds its conditions by hash (`steerlab kit new` "
+            "records it)."
+        )
 
 
 def _is_index(value: Any) -> bool:

@@ -196,15 +196,17 @@ def calibrate_cmd(
 ) -> None:
     """Pick layers and scale on a validation split; write them into the vector's card.
 
-    When no candidate fits the fluency budget nothing is written and the exit status is 1 (unless --force).
+    An expert vector (router-logit offsets) is calibrated on raw scales (default 0.5,1,2,4): doses are residual-stream
+    units. When no candidate fits the fluency budget nothing is written and the exit status is 1 (unless --force).
     """
     from steerlab.evaluate.adhoc import load_items
-    from steerlab.evaluate.calibrate import DEFAULT_DOSES, calibrate, write_to_card
+    from steerlab.evaluate.calibrate import DEFAULT_DOSES, calibrate, grid_for, write_to_card
     from steerlab.evaluate.tasks import make_task
     from steerlab.models import load_model
 
     raw, relative = _grid(scales, doses)
     vec, target = _one_vector(vector, out, store)
+    raw, relative = grid_for(vec, raw, relative)  # before the model loads: a refusal should not cost a minute
     items = load_items(task, eval_path, "eval")[:max_items]
     loaded = load_model(model)
     windows = [parse_layers(w) or [] for w in window] if window else _vector_windows(vec, loaded.n_layers)
@@ -236,8 +238,9 @@ def calibrate_cmd(
 def _calibration_line(cal: Any) -> str:
     chosen = next(p for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
     state = "within" if cal.within_budget else "OUTSIDE"
+    unit = "router offsets" if cal.site == "router" else f"dose {cal.dose:.3g}"
     return (
-        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g} (dose {cal.dose:.3g}): {cal.metric} "
+        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g} ({unit}): {cal.metric} "
         f"{cal.base_metric:.3f} -> "
         f"{chosen.metric:.3f}, fluency {chosen.fluency:.3f} vs floor {cal.fluency_floor:.3f}, {state} budget"
     )

@@ -82,7 +82,7 @@ def _publish(
 
 
 def add_cmd(
-    file: Annotated[Path, typer.Argument(help="a vector (.safetensors) or kit (.json) file")],
+    file: Annotated[Path, typer.Argument(help="a vector or condition (.safetensors) or a kit (.json) file")],
     name: Annotated[str, typer.Option("--name", help="NAMESPACE/NAME[@VERSION] (next patch version if omitted)")],
     root: RootOpt = None,
     tag: TagOpt = None,
@@ -100,7 +100,7 @@ def add_cmd(
 
 
 def push_cmd(
-    file: Annotated[Path, typer.Argument(help="a vector (.safetensors) or kit (.json) file")],
+    file: Annotated[Path, typer.Argument(help="a vector or condition (.safetensors) or a kit (.json) file")],
     to: Annotated[str | None, typer.Option("--to", help="server URL or store folder (default: local store)")] = None,
     name: Annotated[str, typer.Option("--name", help="NAMESPACE/NAME[@VERSION]")] = "",
     token: TokenOpt = None,
@@ -121,7 +121,7 @@ def push_cmd(
 def list_cmd(
     source: FromOpt = None,
     namespace: Annotated[str | None, typer.Option(help="only this namespace")] = None,
-    kind: Annotated[str | None, typer.Option(help="vector or kit")] = None,
+    kind: Annotated[str | None, typer.Option(help="vector, kit or condition")] = None,
     all_versions: Annotated[bool, typer.Option("--all-versions", help="every version, not just the latest")] = False,
     token: TokenOpt = None,
     as_json: JsonOpt = False,

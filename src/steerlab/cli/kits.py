@@ -228,23 +228,36 @@ def print_report(report: InterferenceReport) -> None:
         _print_task_effects(report)
     axes = Table("axis", "scale", "read layer", "held-out acc", "gap", "solo effect", "solo fluency", title="axes")
     for i, name in enumerate(names):
-        held = report.held_out[name]
+        held = report.held_out.get(name)
+        residual = (
+            (str(held.read_layer), f"{held.accuracy:.2f}" + (" (training pairs)" if held.overlaps_training else ""),
+             f"{held.gap:.2f}")
+            if held is not None
+            else ("-", "- (router offsets)", "-")
+        )  # fmt: skip
         axes.add_row(
-            name + ("" if name in report.effective else " (inert)"),
+            name + _axis_state(report, name),
             f"{report.scales[i]:g}",
-            str(held.read_layer),
-            f"{held.accuracy:.2f}" + (" (training pairs)" if held.overlaps_training else ""),
-            f"{held.gap:.2f}",
+            *residual,
             _fmt(report.cross_effect[i][i]),
             _fmt(report.fluency_solo[name]),
         )
     console.print(axes)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
     floor = report.settings["fluency_floor"]
     console.print(f"fluency (mean log-prob) unsteered {report.fluency_unsteered:.3f}, floor {floor:.3f}")
     console.print(
         f"[bold]max axes: {report.max_axes}[/bold] ({', '.join(report.max_axes_set) or 'none'}; "
         f"{report.search} search over {len(report.combos)} combinations)"
     )
+
+
+def _axis_state(report: InterferenceReport, name: str) -> str:
+    if name in report.effective:
+        return ""
+    unjudged = name in report.router_axes and report.task_effects is None  # no projection measure of its own
+    return " (not judged: no task)" if unjudged else " (inert)"
 
 
 def _print_task_effects(report: InterferenceReport) -> None:

@@ -11,6 +11,10 @@ d = |s| * sum over l in W of |v_l| / h_l, with h_l the mean residual norm at blo
 (residual_norms): the same total the trained method spreads over its window. A dose means the same push against the
 residual stream at every layer and model, so one grid (e.g. 0.1, 0.25, 0.5, 0.7) fits them all, where raw scales
 depend on the vector's and the stream's norms.
+
+An expert vector (ExpertVector: router-logit offsets) is calibrated the same way on the task metric and fluency, but
+only on raw scales (multiples of its offsets, default DEFAULT_EXPERT_SCALES): a dose measures a push against the
+residual stream's norm, which router logits are not part of, so a dose grid for one is refused.
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ from steerlab.evaluate.tasks import Task
 from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 from steerlab.residual_norms import measure_residual_norms
-from steerlab.vector import Vector
+from steerlab.vector import ExpertVector, Vector
 
 DEFAULT_BUDGET = 0.10
 DEFAULT_REPETITION_BUDGET = 0.10
 DEFAULT_SCALES = (0.125, 0.25, 0.5, 1.0)
 DEFAULT_DOSES = (0.1, 0.25, 0.5, 0.7)  # about 0.7 is reported safe; coherence collapses near 1.9
+# Multiples of an expert vector's offsets. extract_experts' offsets are selection log-odds (a few logits at most),
+# so 1 shifts each expert's router logit by its log-odds and 4 all but forces the chosen experts.
+DEFAULT_EXPERT_SCALES = (0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass
@@ -69,6 +76,7 @@ class Calibration:
     seconds: float = 0.0
     dose: float = math.nan  # the chosen scale's relative dose on the chosen window
     grid_unit: str = "scale"  # what the grid was given in: "scale" (raw magnitudes) or "dose"
+    site: str = "residual"  # what the vector steers: "residual" or "router" (an expert vector's logit offsets)
     residual_norms: dict[str, float] = field(default_factory=dict)  # h per block (str keys: JSON-safe in the card)
 
     def as_dict(self) -> dict[str, Any]:
@@ -132,20 +140,29 @@ def calibrate(
     """
     start = time.perf_counter()
     _check_arguments(goal, val_items, doses or scales, repetition_budget)
+    router = isinstance(vector, ExpertVector)
+    if router and doses:
+        raise SteerlabError(_NO_EXPERT_DOSE)
     grid_windows = [list(w) for w in (windows or layer_windows(base.n_layers, 2))]
     missing = sorted({la for w in grid_windows for la in w} - set(vector.layers))
     if missing:
-        raise SteerlabError(f"the vector has no direction for layers {missing}; extract those layers or pick others.")
+        what = "router offsets (its MoE blocks are " + _span(vector.layers) + ")" if router else "direction"
+        raise SteerlabError(f"the vector has no {what} for layers {missing}; extract those layers or pick others.")
     probe = _Probe(base, task, val_items, task.fluency_prompts(val_items)[:n_fluency], gen_tokens)
-    (base_metric, base_fluency, base_repetition), norms = probe.measure_with_norms(
-        sorted({la for w in grid_windows for la in w})
-    )
+    norms: dict[int, float] = {}
+    if router:  # no residual norms: nothing of a router offset is measured against them
+        base_metric, base_fluency, base_repetition = probe.measure(PLAIN)
+    else:
+        (base_metric, base_fluency, base_repetition), norms = probe.measure_with_norms(
+            sorted({la for w in grid_windows for la in w})
+        )
     floor = base_fluency - budget * abs(base_fluency)
     cal = Calibration([], 0.0, task.metric, goal, budget, base_metric, base_fluency, floor, False)
     cal.repetition_budget, cal.base_repetition = repetition_budget, base_repetition
     cal.grid_unit, cal.residual_norms = ("dose" if doses else "scale"), {str(la): h for la, h in norms.items()}
+    cal.site = "router" if router else "residual"
     for window in grid_windows:
-        per_scale = dose_per_scale(vector, norms, window)
+        per_scale = math.nan if router else dose_per_scale(vector, norms, window)
         magnitudes = [d / per_scale for d in doses] if doses else list(scales)
         for magnitude in sorted(magnitudes):
             kit = Kit.single(vector, goal * magnitude, window)
@@ -159,6 +176,29 @@ def calibrate(
     _choose(cal)
     cal.n_val, cal.n_fluency, cal.seconds = len(val_items), len(probe.prompts), time.perf_counter() - start
     return cal
+
+
+_NO_EXPERT_DOSE = (
+    "this is an expert vector (router-logit offsets): a dose is a push against the residual stream's norm and is not "
+    "defined for router logits. Calibrate it on raw scales, multiples of its offsets (`steerlab calibrate --scales "
+    f"{','.join(f'{s:g}' for s in DEFAULT_EXPERT_SCALES)}`, the default for expert vectors)."
+)
+
+
+def grid_for(
+    vector: Vector, scales: tuple[float, ...] | None, doses: tuple[float, ...] | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """The (scales, doses) grid a vector is calibrated on: as given for a residual vector; for an expert vector the
+    scales given or DEFAULT_EXPERT_SCALES, and a dose grid is refused (see the module docstring)."""
+    if not isinstance(vector, ExpertVector):
+        return scales, doses
+    if doses is not None:
+        raise SteerlabError(_NO_EXPERT_DOSE)
+    return scales or DEFAULT_EXPERT_SCALES, None
+
+
+def _span(layers: Sequence[int]) -> str:
+    return ", ".join(str(la) for la in layers)
 
 
 def _check_arguments(goal: int, val_items: Sequence[Any], scales: Sequence[float], repetition_budget: float) -> None:
@@ -197,6 +237,8 @@ def _choose(cal: Calibration) -> None:
 
 def dose_per_scale(vector: Vector, norms: dict[int, float], layers: Sequence[int]) -> float:
     """The relative dose of scale 1 on `layers`: sum of |v_l| / h_l. A dose d is the scale d / this."""
+    if isinstance(vector, ExpertVector):
+        raise SteerlabError(_NO_EXPERT_DOSE)
     total = 0.0
     for layer in layers:
         h, v = norms.get(layer, math.nan), float(vector.directions[layer].float().norm())

@@ -100,7 +100,7 @@ class Fit:
         return cls(int(model.hidden_size), int(model.n_layers), fingerprint, str(getattr(model, "name", "") or ""))
 
     def accepts(self, info: EntryInfo) -> bool:
-        if info.kind != "vector":
+        if info.kind not in ("vector", "condition"):  # a condition, like a vector, reads one model's blocks
             return not info.base_model or not self.name or info.base_model == self.name
         same_arch = not info.fingerprint or not self.fingerprint or info.fingerprint == self.fingerprint
         return info.hidden_size == self.hidden_size and info.max_layer < self.n_layers and same_arch

@@ -6,10 +6,12 @@ picks the next free one from what the store lists, and tries the next when anoth
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlab.card import CARD_KEY, CONDITION_SITE
 from steerlab.errors import SteerlabError
 from steerlab.hub import signing
 from steerlab.hub.blobs import sha256_hex
@@ -17,7 +19,7 @@ from steerlab.hub.entry import EntryInfo
 from steerlab.hub.errors import Conflict, NotFound
 from steerlab.hub.protocol import Publication
 from steerlab.hub.refs import Version, parse_ref
-from steerlab.hub.validate import DEFAULT_MAX_BYTES, check_upload
+from steerlab.hub.validate import DEFAULT_MAX_BYTES, check_upload, read_header
 
 VERSION_TRIES = 20  # removed versions are never reused and the store does not list them: skip past them
 
@@ -28,9 +30,17 @@ def default_key_path() -> Path:
     return steerlab_home() / "keys" / "publisher.pem"
 
 
-def kind_of(path: Path) -> str:
-    """Kits are JSON files; everything else is taken for a vector (safetensors)."""
-    return "kit" if path.suffix.lower() == ".json" else "vector"
+def kind_of(path: Path, data: bytes | None = None) -> str:
+    """Kits are JSON files; a safetensors file whose card's site is "condition" is a condition (steerlab.Condition);
+    everything else is taken for a vector. A file that does not parse is left to the upload's checks to refuse."""
+    if path.suffix.lower() == ".json":
+        return "kit"
+    try:
+        _, meta = read_header(data if data is not None else path.read_bytes())
+        site = json.loads(meta.get(CARD_KEY, "{}")).get("site")
+    except (SteerlabError, ValueError, AttributeError):
+        return "vector"
+    return "condition" if site == CONDITION_SITE else "vector"
 
 
 def prepare(
@@ -39,7 +49,8 @@ def prepare(
     """The file's bytes and an (unsigned) Publication."""
     if not path.is_file():
         raise SteerlabError(f"{path} does not exist or is not a file.")
-    return path.read_bytes(), Publication(ref=ref, kind=kind_of(path), tags=list(tags), description=description)
+    data = path.read_bytes()
+    return data, Publication(ref=ref, kind=kind_of(path, data), tags=list(tags), description=description)
 
 
 def publish(store: Any, data: bytes, pub: Publication, key_path: Path | None = None, sign: bool = True) -> EntryInfo:

@@ -48,7 +48,11 @@ def _bearer(request: Request) -> str | None:
 
 
 # An upload's body is the file itself; a form, a page or an image sent by mistake is refused before it is read.
-UPLOAD_TYPES = {"vector": ("application/octet-stream",), "kit": ("application/json", "application/octet-stream")}
+UPLOAD_TYPES = {
+    "vector": ("application/octet-stream",),
+    "condition": ("application/octet-stream",),
+    "kit": ("application/json", "application/octet-stream"),
+}
 
 
 def _check_content_type(request: Request, kind: str) -> None:

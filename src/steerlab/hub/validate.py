@@ -12,14 +12,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from steerlab.card import CARD_KEY, FORMAT_VERSION, LAYER_CONVENTION, Card
+from steerlab.card import (
+    CARD_KEY,
+    CONDITION_READINGS,
+    CONDITION_SITE,
+    CONDITION_TENSOR,
+    FORMAT_VERSION,
+    LAYER_CONVENTION,
+    Card,
+)
 from steerlab.errors import SteerlabError
 from steerlab.kitschema import check_document
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
-KINDS = ("vector", "kit")
+KINDS = ("vector", "kit", "condition")
 
 
 # Where the card's JSON form differs from the Card dataclass: layer keys are strings, and a whole-number scale may be
@@ -72,6 +80,8 @@ def check_upload(data: bytes, kind: str, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         raise SteerlabError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}.")
     if len(data) > max_bytes:
         raise SteerlabError(f"upload is {len(data)} bytes, over the limit of {max_bytes} bytes.")
+    if kind == "condition":
+        return check_condition(data)
     return check_vector(data) if kind == "vector" else check_kit(data)
 
 
@@ -150,20 +160,68 @@ def check_vector(data: bytes) -> Checked:
     missing = sorted(set(card.get("recommended_layers", [])) - set(layers))
     if missing:
         raise SteerlabError(f"card.recommended_layers {missing} have no direction in the file.")
+    return _from_card("vector", card, max(layers), vector_metrics(card))
+
+
+def _from_card(kind: str, card: dict[str, Any], max_layer: int, metrics: dict[str, Any] | None = None) -> Checked:
+    """What the catalogue indexes about a safetensors upload (a vector or a condition), from its checked card."""
     return Checked(
-        kind="vector",
+        kind=kind,
         card=card,
         base_model=card.get("base_model", ""),
         fingerprint=card.get("model_fingerprint", ""),
         hidden_size=card["hidden_size"],
         n_layers=card.get("n_layers", 0),
-        max_layer=max(layers),
+        max_layer=max_layer,
         description=card.get("description", ""),
         license=card.get("license", ""),
         author=card.get("author", ""),
         created_at=card.get("created_at", ""),
-        metrics=vector_metrics(card),
+        metrics=metrics or {},
     )
+
+
+def check_condition(data: bytes) -> Checked:
+    """A condition file: one float `condition.direction` of the card's hidden size, and a card with site
+    "condition" whose metadata.condition gives the block it reads, its threshold and its reading."""
+    header, meta = read_header(data)
+    if CARD_KEY not in meta:
+        raise SteerlabError(f"the condition has no card (metadata key {CARD_KEY!r}); save it with Condition.save.")
+    card = check_card(_strict_json(meta[CARD_KEY], "the card"))
+    if card.get("site") != CONDITION_SITE:
+        raise SteerlabError(
+            f"the file's card has site {card.get('site')!r}, not {CONDITION_SITE!r}: it is not a condition (push a "
+            "vector as a vector)."
+        )
+    layer = _condition_layer(card.get("metadata", {}).get("condition"), card.get("n_layers", 0))
+    spec = header.get(CONDITION_TENSOR)
+    if set(header) != {CONDITION_TENSOR} or not isinstance(spec, dict):
+        names = sorted(header)
+        raise SteerlabError(f"a condition holds exactly one tensor, {CONDITION_TENSOR!r}; this file has {names}.")
+    if spec.get("dtype") not in FLOAT_DTYPES:
+        raise SteerlabError(f"the condition's direction has dtype {spec.get('dtype')}; use a float dtype.")
+    if spec.get("shape") != [card["hidden_size"]]:
+        raise SteerlabError(
+            f"the condition's direction has shape {spec.get('shape')}, but the card says hidden size "
+            f"{card['hidden_size']}."
+        )
+    _check_values(data)
+    return _from_card("condition", card, layer)
+
+
+def _condition_layer(settings: Any, n_layers: int) -> int:
+    """The block metadata.condition reads, after checking its threshold and reading."""
+    if not isinstance(settings, dict):
+        raise SteerlabError("the condition's card has no metadata.condition {layer, threshold, reading}.")
+    layer, threshold, reading = settings.get("layer"), settings.get("threshold"), settings.get("reading")
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0 or (n_layers and layer >= n_layers):
+        raise SteerlabError(f"metadata.condition.layer must be a block index below card.n_layers, got {layer!r}.")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        raise SteerlabError(f"metadata.condition.threshold must be a finite number, got {threshold!r}.")
+    if reading not in CONDITION_READINGS:
+        allowed = ", ".join(CONDITION_READINGS)
+        raise SteerlabError(f"metadata.condition.reading must be one of {allowed}, got {reading!r}.")
+    return layer
 
 
 def _check_tensor_specs(header: dict[str, Any], hidden: int, n_layers: int, router: bool = False) -> list[int]:

@@ -1,14 +1,19 @@
-"""The geometry of a kit: cosines between its entries' directions, and Gram-Schmidt orthogonalisation."""
+"""The geometry of a kit: cosines between its entries' directions, and Gram-Schmidt orthogonalisation.
+
+Residual directions only: an expert entry (ExpertVector) holds router-logit offsets, which live in no residual space,
+so it has no cosine with anything (NaN) and Gram-Schmidt leaves it as it is.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 import torch
 
 from steerlab.kit import Kit, KitEntry
-from steerlab.vector import Vector
+from steerlab.vector import ExpertVector, Vector
 
 __all__ = ["cosine_by_layer", "cosine_matrix", "orthogonalize_kit"]
 
@@ -19,9 +24,16 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def cosine_by_layer(a: KitEntry, b: KitEntry) -> dict[int, float]:
-    """Cosine of the two directions at every layer both entries steer."""
+    """Cosine of the two directions at every layer both entries steer (none when either is an expert entry)."""
+    if is_router(a) or is_router(b):
+        return {}
     shared = sorted(set(a.active_layers()) & set(b.active_layers()))
     return {la: _cos(a.vector.directions[la], b.vector.directions[la]) for la in shared}
+
+
+def is_router(entry: KitEntry) -> bool:
+    """An expert entry: router-logit offsets, for which residual-stream diagnostics are not defined."""
+    return isinstance(entry.vector, ExpertVector)
 
 
 def cosine_matrix(kit: Kit) -> list[list[float]]:
@@ -37,10 +49,14 @@ def cosine_matrix(kit: Kit) -> list[list[float]]:
 
 def orthogonalize_kit(kit: Kit) -> Kit:
     """Gram-Schmidt in entry order, layer by layer: entry k loses its components along entries 0..k-1 (as already
-    orthogonalised). Scales, layers, positions and modes are kept; the first entry is unchanged."""
+    orthogonalised). Scales, layers, positions, modes and conditions are kept; the first entry is unchanged, and so
+    are expert entries (they are not residual directions)."""
     done: list[Vector] = []
     entries = []
     for entry in kit.entries:
+        if is_router(entry):
+            entries.append(entry)
+            continue
         vector = entry.vector
         for earlier in done:
             vector = vector.orthogonalized(earlier)
@@ -48,5 +64,5 @@ def orthogonalize_kit(kit: Kit) -> Kit:
             vector.card.name = entry.vector.card.name
             vector.card.metadata = {**vector.card.metadata, "derived": "Gram-Schmidt against earlier kit entries"}
         done.append(vector)
-        entries.append(KitEntry(vector, entry.scale, entry.layers, entry.positions, entry.mode))
-    return Kit(entries, kit.card)
+        entries.append(dataclasses.replace(entry, vector=vector))
+    return Kit(entries, kit.card, kit.condition)

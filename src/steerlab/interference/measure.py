@@ -12,6 +12,12 @@ pass gives fluency: the mean log-probability of the generated tokens under the u
 
 Task cross-effects (cross_effects.py): the same matrix on each axis's own task metric, when tasks are given.
 
+Expert axes (ExpertVector entries: router-logit offsets) have no residual direction, so the residual-projection
+diagnostics are skipped for them and the report says so (`router_axes`, `notes`): no cosine, no held-out gap or
+reading layer, and no activation measure of their own (NaN in their column of the cross-effects). What they do to
+the residual axes' measures (their row) and, with tasks, to every axis's task metric is measured as for any axis.
+Without tasks their own effect cannot be judged, so the max-axes search leaves them out.
+
 Max axes (search.py): the largest set of axes applied together in which every axis keeps >= `keep_fraction` of its
 solo effect and fluency stays within `fluency_tolerance` of the unsteered generations'. With tasks, effects are
 judged on the task metrics: an axis counts (is "effective") when its solo paired 95% CI excludes 0 on its goal's
@@ -22,13 +28,14 @@ solo one. Without tasks they are judged on the projection measure (solo shift >=
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Mapping, Sequence
 
 from steerlab.errors import SteerlabError
 from steerlab.interference.axis import AxisTask
 from steerlab.interference.cross_effects import check_axes, task_cross_effects
-from steerlab.interference.geometry import cosine_by_layer, cosine_matrix, orthogonalize_kit
+from steerlab.interference.geometry import cosine_by_layer, cosine_matrix, is_router, orthogonalize_kit
 from steerlab.interference.heldout import HeldOut, calibrate, unit_direction
 from steerlab.interference.report import InterferenceReport
 from steerlab.interference.runs import Config, Run
@@ -93,11 +100,36 @@ def _config_name(config: Config, labels: list[str]) -> str:
     return "+".join(labels[i] for i in config) or "unsteered"
 
 
-def _effective(run: Run, tasks: TaskRun | None, held: list[HeldOut], min_solo_effect: float) -> list[int]:
-    """The axes the max-axes search considers: a significant solo effect on their task, else a projection shift."""
+def _effective(run: Run, tasks: TaskRun | None, held: list[HeldOut | None], min_solo_effect: float) -> list[int]:
+    """The axes the max-axes search considers: a significant solo effect on their task, else a projection shift
+    (which an expert axis does not have: without tasks it is left out)."""
     if tasks is not None:
         return [j for j in range(len(held)) if tasks.holds((j,), j)]
-    return [j for j, h in enumerate(held) if abs(run.shift((j,), j)) >= min_solo_effect * abs(h.gap)]
+    return [j for j, h in enumerate(held) if h is not None and abs(run.shift((j,), j)) >= min_solo_effect * abs(h.gap)]
+
+
+def _held_out(model: LoadedModel, kit: Kit, pair_sets: list[PairSet], batch_size: int) -> list[HeldOut | None]:
+    """Each residual axis's reading layer and held-out gap; None for an expert axis (it has no residual direction)."""
+    return [
+        None if is_router(e) else calibrate(model, e, p, batch_size)
+        for e, p in zip(kit.entries, pair_sets, strict=True)
+    ]
+
+
+def _router_note(router: list[str], with_tasks: bool) -> list[str]:
+    if not router:
+        return []
+    judged = (
+        "their own effect is judged on their task metric"
+        if with_tasks
+        else "without tasks their own effect cannot be judged, so the max-axes search leaves them out (give each a "
+        "task: --task NAME=KIND:FILE)"
+    )
+    return [
+        f"axes {', '.join(router)} are expert entries (router-logit offsets): the residual-projection diagnostics "
+        "(cosines, held-out reading layer and gap, their own activation measure) are not defined for them and were "
+        f"skipped; their effect on the other axes' measures is measured, and {judged}."
+    ]
 
 
 def measure_interference(
@@ -131,14 +163,19 @@ def measure_interference(
     if tasks:
         check_axes(tasks, labels)  # before the long measurement, not after it
     pair_sets = _align_pairs(labels, pairs, max_pairs, seed)
-    held = [calibrate(model, e, p, batch_size) for e, p in zip(kit.entries, pair_sets, strict=True)]
-    units = [(h.read_layer, unit_direction(e.vector, h.read_layer)) for e, h in zip(kit.entries, held, strict=True)]
+    held = _held_out(model, kit, pair_sets, batch_size)
+    units = [
+        None if h is None else (h.read_layer, unit_direction(e.vector, h.read_layer))
+        for e, h in zip(kit.entries, held, strict=True)
+    ]
     chosen_prompts = list(prompts) if prompts else _prompts_from_pairs(pair_sets, prompts_per_axis)
     run = Run(model, kit.entries, chosen_prompts, units, max_new_tokens, batch_size)
     n = len(kit.entries)
+    router = [labels[i] for i, e in enumerate(kit.entries) if is_router(e)]
     run.measure([(), *[(i,) for i in range(n)]])
     base = run.results[()]
-    cross = [[run.shift((i,), j) / nonzero(held[j].gap) for j in range(n)] for i in range(n)]
+    gaps = [nonzero(h.gap) if h is not None else math.nan for h in held]
+    cross = [[run.shift((i,), j) / gaps[j] for j in range(n)] for i in range(n)]
     task_run = TaskRun(model, list(kit.entries), [tasks[name] for name in labels]) if tasks else None
     judge: Effects = TaskJudge(task_run) if task_run is not None else ProjectionJudge(run)
     effective = _effective(run, task_run, held, min_solo_effect)
@@ -154,7 +191,7 @@ def measure_interference(
             for i, j in itertools.combinations(range(n), 2)
         },
         cosine_orthogonalized=cosine_matrix(orthogonalize_kit(kit)),
-        held_out=dict(zip(labels, held, strict=True)),
+        held_out={name: h for name, h in zip(labels, held, strict=True) if h is not None},
         cross_effect=cross,
         fluency_unsteered=base.fluency,
         fluency_solo={labels[j]: run.results[(j,)].fluency for j in range(n)},
@@ -176,6 +213,8 @@ def measure_interference(
         },
         prompts=chosen_prompts,
         samples={_config_name(c, labels): m.samples for c, m in run.results.items()},
+        router_axes=router,
+        notes=_router_note(router, bool(tasks)),
     )
     if tasks:
         report.task_effects = task_cross_effects(model, kit, tasks, labels, run=task_run)

@@ -14,10 +14,11 @@ from steerlab.models import LoadedModel
 from steerlab.prompts import prompt_ids
 from steerlab.tokens import pad_batch, pad_id_of, tokenizer_of
 
-__all__ = ["Row", "Scored", "generate_rows", "score_rows"]
+__all__ = ["Row", "Scored", "Unit", "generate_rows", "score_rows"]
 
 Row = tuple[list[int], list[int]]  # (prompt ids, generated ids up to the first end token)
 Scored = tuple[list[float], float, int]  # (each axis's projection, mean log-prob, generated token count)
+Unit = tuple[int, torch.Tensor] | None  # an axis's (reading block, unit direction); None: an expert axis, not read
 
 
 def generate_rows(model: LoadedModel, prompts: list[str], steering: list[Kit | None], max_new_tokens: int) -> list[Row]:
@@ -28,8 +29,9 @@ def generate_rows(model: LoadedModel, prompts: list[str], steering: list[Kit | N
 
 
 @torch.inference_mode()
-def score_rows(model: LoadedModel, rows: list[Row], units: list[tuple[int, torch.Tensor]]) -> list[Scored]:
-    """Per row: each axis's projection (mean over generated tokens), mean log-prob of those tokens, token count."""
+def score_rows(model: LoadedModel, rows: list[Row], units: list[Unit]) -> list[Scored]:
+    """Per row: each axis's projection (mean over generated tokens; NaN for an axis with no unit), mean log-prob of
+    those tokens, token count."""
     scored: list[Scored] = [([math.nan] * len(units), math.nan, 0) for _ in rows]
     live = [r for r, (_, gen) in enumerate(rows) if gen]
     if not live:
@@ -38,7 +40,8 @@ def score_rows(model: LoadedModel, rows: list[Row], units: list[tuple[int, torch
     ids, mask, positions, _ = pad_batch(seqs, pad_id_of(model.tokenizer), "right", model.device)
     captured: dict[int, torch.Tensor] = {}
     # Reading hooks, not steering: they copy block outputs of the unsteered model and change nothing.
-    handles = [model.layers[la].register_forward_hook(_reader(captured, la)) for la in sorted({la for la, _ in units})]
+    blocks = sorted({unit[0] for unit in units if unit is not None})
+    handles = [model.layers[la].register_forward_hook(_reader(captured, la)) for la in blocks]
     try:
         logits = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
     finally:
@@ -49,9 +52,17 @@ def score_rows(model: LoadedModel, rows: list[Row], units: list[tuple[int, torch
         span = slice(start, start + len(gen))
         logp = torch.log_softmax(logits[b, start - 1 : start - 1 + len(gen)].float(), dim=-1)
         fluency = float(logp.gather(-1, torch.tensor(gen, device=logp.device).unsqueeze(-1)).mean())
-        measures = [float(captured[la][b, span].float().mean(0) @ unit.to(logp.device)) for la, unit in units]
+        measures = [_project(captured, unit, b, span) for unit in units]
         scored[r] = (measures, fluency, len(gen))
     return scored
+
+
+def _project(captured: dict[int, torch.Tensor], unit: Unit, row: int, span: slice) -> float:
+    if unit is None:
+        return math.nan
+    layer, direction = unit
+    states = captured[layer][row, span].float().mean(0)
+    return float(states @ direction.to(states.device))
 
 
 def _reader(captured: dict[int, torch.Tensor], layer: int) -> Any:

@@ -32,7 +32,7 @@ class InterferenceReport:
     cosine: list[list[float]]
     cosine_by_layer: dict[str, dict[int, float]]
     cosine_orthogonalized: list[list[float]]
-    held_out: dict[str, HeldOut]
+    held_out: dict[str, HeldOut]  # residual axes only: an expert axis has no reading layer or held-out gap
     cross_effect: list[list[float]]  # [i][j]: steering axis i alone moves axis j's measure by this many gaps
     fluency_unsteered: float
     fluency_solo: dict[str, float]
@@ -45,6 +45,8 @@ class InterferenceReport:
     prompts: list[str]
     samples: dict[str, list[str]] = field(default_factory=dict)
     task_effects: TaskCrossEffects | None = None  # cross-effects on each axis's task metric, when tasks were given
+    router_axes: list[str] = field(default_factory=list)  # expert axes (router-logit offsets)
+    notes: list[str] = field(default_factory=list)  # what was skipped and why, for the reader of the report
 
     def to_dict(self) -> dict[str, Any]:
         return _json_safe(asdict(self))

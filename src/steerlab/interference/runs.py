@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from steerlab.bootstrap import nanmean
-from steerlab.interference.readout import Row, Scored, generate_rows, score_rows
+from steerlab.interference.readout import Row, Scored, Unit, generate_rows, score_rows
 from steerlab.kit import Kit, KitEntry
 from steerlab.models import LoadedModel
 
@@ -34,7 +32,7 @@ class Run:
     model: LoadedModel
     entries: list[KitEntry]
     prompts: list[str]
-    units: list[tuple[int, torch.Tensor]]
+    units: list[Unit]  # None for an expert axis: its own projection is not defined (NaN)
     max_new_tokens: int
     batch_size: int
     results: dict[Config, Measured] = field(default_factory=dict)

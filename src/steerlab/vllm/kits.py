@@ -61,8 +61,11 @@ class KitResolver:
         for item in items:
             kit = resolve(self._confined(item["address"]), store=self.settings.store, model=self.target)
             if kit.conditions:
+                names = ", ".join(c.name for c in kit.conditions)
                 raise SteerlabError(
-                    f"{item['address']!r} has conditions ('when'); the vLLM engine does not run them yet."
+                    f"{item['address']!r} is conditional ('when': {names}); the vLLM engine has no conditional "
+                    "steering yet (it cannot read a condition per row at prefill). Serve conditional kits with "
+                    "`steerlab serve`, or steer here with a kit without 'when'."
                 )
             if any(entry.vector.card.site == "router" for entry in kit.entries):
                 raise SteerlabError(

@@ -71,6 +71,11 @@ class SlotTables:
 
     def fill(self, slot: int, plan: RowPlan) -> None:
         """Write one kit's compiled row plan into `slot` (whatever was there is cleared first)."""
+        if plan.gated or plan.conditions:  # the gated parts would be dropped without a word: refuse them
+            raise SteerlabError(
+                "a conditional kit ('when') cannot go into the vLLM steering tables: the engine has no conditional "
+                "steering yet. Serve it with `steerlab serve`."
+            )
         self.clear(slot)
         ablations: dict[int, int] = {}
         keeps: set[int] = set()
