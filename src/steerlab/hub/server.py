@@ -240,7 +240,7 @@ async def _receive(
                 raise TooLarge(f"upload is over the limit of {store.max_bytes} bytes.")
         data = incoming.read_back()
         if screen is not None:  # refused (nothing stored) or flagged before anything is published
-            pub = await run_in_threadpool(screen.apply, data, pub)
+            pub = await run_in_threadpool(screen.apply, data, pub, store)
         return await run_in_threadpool(store.publish, data, pub, who, incoming)
     finally:
         incoming.discard()  # after a client disconnect or a refusal: the temp file goes, nothing else was written
