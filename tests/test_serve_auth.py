@@ -198,3 +198,27 @@ def test_cli_refuses_a_public_host_without_keys_and_keygen_prints_the_secret_onc
     (key,) = load_keys(keys)
     assert (key.id, key.allow, key.max_scale, str(key.rate)) == ("dave", ("starter/*",), 2.0, "10/s")
     assert key.sha256 == hash_secret(secret)
+
+
+def test_a_key_taken_out_of_the_file_is_refused_without_a_restart(tmp_path: Path) -> None:
+    (tmp_path / "kits").mkdir()
+    keys = tmp_path / "keys.json"
+    dave, erin = add_key(keys, "dave", ["*"])[1], add_key(keys, "erin", ["*"])[1]
+    service = build_service(tiny_model("llama"), kits_dir=tmp_path / "kits", model_id="tiny", api_keys=keys)
+    with BackgroundServer(service) as server:
+        assert _post(server.url, dave).status_code == 200
+        revoke = [sys.executable, "-m", "steerlab", "serve", "revoke-key", "dave", "--keys", str(keys)]
+        done = subprocess.run(revoke, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "removed" in done.stdout, done.stderr
+        refused = _post(server.url, dave)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        assert _post(server.url, erin).status_code == 200
+        frank = add_key(keys, "frank", ["*"])[1]  # a key added to the file works at once too
+        assert _post(server.url, frank).status_code == 200
+
+        good = keys.read_text()
+        keys.write_text(good[: len(good) // 2])  # an edit the server cannot read: it fails closed
+        broken = _post(server.url, erin)
+        assert broken.status_code == 503 and "API-key file cannot be read" in broken.json()["error"]["message"]
+        keys.write_text(good)
+        assert _post(server.url, erin).status_code == 200 and _post(server.url, dave).status_code == 401

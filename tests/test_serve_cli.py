@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from test_serve_support import serve_process
 from tiny import tiny_model
 
 from steerlab import Card, Vector
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -35,34 +27,12 @@ def cli_server(tmp_path_factory):
     Vector({i: torch.randn(32, generator=gen) for i in range(4)}, Card(name="rnd", recommended_scale=0.5)).save(
         kits / "rnd.safetensors"
     )
-    port, audit = _free_port(), root / "audit.jsonl"
-    command = [sys.executable, "-m", "steerlab", "serve", "--model", str(root / "tiny-llama"), "--kits", str(kits)]
-    command += ["--port", str(port), "--audit-log", str(audit), "--max-scale", "2", "--max-batch", "4"]
-    command += ["--protect", str(kits / "rnd.safetensors")]  # rnd protects itself: -rnd is refused
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_up(proc, url)
+    audit = root / "audit.jsonl"
+    args = ["--model", str(root / "tiny-llama"), "--kits", str(kits)]
+    args += ["--audit-log", str(audit), "--max-scale", "2", "--max-batch", "4"]
+    args += ["--protect", str(kits / "rnd.safetensors")]  # rnd protects itself: -rnd is refused
+    with serve_process(args) as url:
         yield url, audit, root / "tiny-llama"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _wait_up(proc: subprocess.Popen, url: str) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"steerlab serve exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    pytest.fail("steerlab serve did not answer /health within 300 s")
 
 
 def test_cli_serves_the_api_the_page_and_its_limits(cli_server) -> None:

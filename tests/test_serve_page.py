@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_serve_support import make_kits_dir, served
@@ -27,8 +30,9 @@ def server(default_model, datasets, tmp_path_factory):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextmanager
+def browser_tab() -> Iterator[Any]:
+    """A tab of Debian's chromium driven by Playwright (the slider page tests share it)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -41,7 +45,13 @@ def page(server):
         browser.close()
 
 
-def _wait_done(tab, *panes: str) -> None:
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_tab() as tab:
+        yield tab
+
+
+def wait_done(tab, *panes: str) -> None:
     checks = " && ".join(f"document.getElementById('{p}').dataset.state === 'done'" for p in panes)
     tab.wait_for_function(checks, timeout=WAIT_MS)
 
@@ -69,16 +79,16 @@ def test_slider_changes_the_steered_answer_only(server, page) -> None:
     tab.fill("#max-tokens", "10")
 
     tab.click("#go")
-    _wait_done(tab, "unsteered", "steered")
+    wait_done(tab, "unsteered", "steered")
     plain, steered = tab.inner_text("#unsteered"), tab.inner_text("#steered")
     assert plain and steered and plain != steered
 
     _move_slider(tab, -1.0)
     value = float(tab.locator(".axis output").inner_text())
     assert -1.2 < value < -0.8
-    _wait_done(tab, "steered")  # letting go of the slider re-asks the steered side
+    wait_done(tab, "steered")  # letting go of the slider re-asks the steered side
     tab.click("#go")
-    _wait_done(tab, "unsteered", "steered")
+    wait_done(tab, "unsteered", "steered")
     assert tab.inner_text("#unsteered") == plain
     moved = tab.inner_text("#steered")
     assert moved and moved != steered and moved != plain

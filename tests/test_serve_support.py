@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import torch
 
 from steerlab import Kit, KitEntry, PairSet, Vector, extract
@@ -92,3 +100,43 @@ def client(server: BackgroundServer) -> Any:
     import openai
 
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_process(args: list[str], env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """`steerlab serve ARGS` as a user runs it, a subprocess on a free loopback port; yields its URL once /health
+    answers, and stops it with Ctrl-C afterwards. `env`: variables set on top of this process's."""
+    port = free_port()
+    command = [sys.executable, "-m", "steerlab", "serve", *args, "--port", str(port)]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(proc, url)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_up(proc: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"steerlab serve exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    pytest.fail("steerlab serve did not answer /health within 300 s")

@@ -85,14 +85,15 @@ def _from_store(parsed: Address, store: Any, model: Any, address: str) -> Found:
                 "itself; name it in a kit's 'when' (`steerlab kit new NAME --vector ... --when FILE`)."
             )
         check_no_tail(parsed, address)
-        return _store_kit(opened, info, data, model)
+        return store_kit(opened, info, data, model)
     finally:
         if opened is not store:
             opened.close()
 
 
-def _store_kit(store: Any, info: Any, data: bytes, model: Any) -> Found:
-    """A kit from the store: its entries' vectors are found by sha256 in the same store (steerlab.hub.content)."""
+def store_kit(store: Any, info: Any, data: bytes, model: Any = None) -> Found:
+    """A kit from the store: its entries' vectors are found by sha256 in the same store (steerlab.hub.content).
+    `info` may describe a kit not yet published (the store's upload screen builds the kit it is about to store)."""
     from steerlab.hub.content import fetch_kit
 
     stored = fetch_kit(store, info, data)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from steerlab.cli.hub_common import TokenOpt
 from steerlab.defaults import DEFAULT_MODEL
 
 HARMFUL = Path("refusal-direction") / "splits" / "harmful_test.json"
@@ -24,8 +25,9 @@ def audit_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="tokens generated per answer")] = 48,
     out: Annotated[Path, typer.Option("--out", help="folder for audit.json and audit.md")] = Path("audit"),
     attach: Annotated[
-        bool, typer.Option(help="file the report with the entry in the local store (`hub show`)")
+        bool, typer.Option(help="file the report with the entry, in the store folder or on the server (`hub show`)")
     ] = False,
+    token: TokenOpt = None,
 ) -> None:
     """Generate harmful requests unsteered, steered by REF, under the protective kit, and both; judge refusals."""
     from steerlab.evaluate.data import datasets_root, load_prompts, shuffled
@@ -34,7 +36,7 @@ def audit_cmd(
 
     if n < 1:
         raise typer.BadParameter("--n must be at least 1.")
-    entry = _attachable(ref, source) if attach else None  # before minutes of generation
+    entry = _attachable(ref, source, token) if attach else None  # before minutes of generation
     path = prompts or datasets_root(("refusal-direction",)) / HARMFUL
     chosen = shuffled(load_prompts(path), seed=0)[:n]
     loaded = load_model(model)
@@ -46,24 +48,26 @@ def audit_cmd(
     typer.echo(f"effect of {ref} on refusals: {effect[0]:+.3f} [{effect[1]:+.3f}, {effect[2]:+.3f}]")
     typer.echo(f"wrote {md_path} and {json_path}")
     if entry is not None:
-        from steerlab.guard.attach import attach_audit
+        store, entry_ref = entry
+        attached = store.attach_audit(entry_ref, report.to_dict())
+        typer.echo(f"attached to {attached.ref} in {store} (sha256 {attached.sha256[:12]})")
 
-        root, sha256, entry_ref = entry
-        typer.echo(f"attached to {entry_ref}: {attach_audit(root, sha256, report.to_dict())}")
 
-
-def _attachable(ref: str, source: str | None) -> tuple[Path, str, str]:
-    """The local store root and content hash of the entry REF names (an audit attaches only to a store entry)."""
+def _attachable(ref: str, source: str | None, token: str | None) -> tuple[Any, str]:
+    """The store and exact version REF names (an audit attaches only to a store entry), checked before generating:
+    a server takes the report only with a write or admin token for the entry's namespace."""
     from steerlab.address import parse_address
     from steerlab.errors import SteerlabError
-    from steerlab.hub import open_store
+    from steerlab.hub import is_url, open_store
 
     parsed = parse_address(ref)
     if parsed.kind != "store":
         raise SteerlabError(f"--attach needs a store ref (NAMESPACE/NAME[@VERSION]); {ref!r} is a {parsed.kind}.")
-    store = open_store(source)
-    root = getattr(store, "root", None)
-    if root is None:
-        raise SteerlabError("--attach files the report in a local store: run it where the store is, with --from DIR.")
-    info = store.show(parsed.target)
-    return Path(root), info.sha256, info.ref
+    if is_url(source) and not token:
+        namespace = parsed.target.split("/")[0]
+        raise SteerlabError(
+            f"--attach to the server {source} needs a write or admin token for namespace {namespace!r} (--token, "
+            "or STEERLAB_HUB_TOKEN)."
+        )
+    store = open_store(source, token=token)
+    return store, store.show(parsed.target).ref

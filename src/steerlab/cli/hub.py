@@ -179,11 +179,10 @@ def show_cmd(
 
 
 def _print_audit(store: Any, info: EntryInfo) -> None:
-    """The summary of a refusal audit attached to this content (`hub audit --attach`), in a local store."""
-    from steerlab.guard.attach import attached_audit, summary
+    """The summary of a refusal audit attached to this content (`hub audit --attach`), local or on a server."""
+    from steerlab.guard.attach import summary
 
-    root = getattr(store, "root", None)
-    record = attached_audit(Path(root), info.sha256) if root is not None else None
+    record = store.audit(info.ref)
     if record is not None:
         console.print(summary(record))
 

@@ -100,6 +100,18 @@ def keygen_cmd(
     typer.echo(f"key {key.id!r} added to {keys} ({limits}). Keep the secret above: it is not stored.", err=True)
 
 
+@serve_app.command("revoke-key")
+def revoke_key_cmd(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="the principal whose key goes")],
+    keys: Annotated[Path, typer.Option("--keys", help="the key file to take it out of")],
+) -> None:
+    """Take a key out of a key file; a server running on that file refuses it from its next request."""
+    from steerlab.serve.keys import remove_key
+
+    removed = remove_key(keys, key_id)
+    typer.echo(f"key {removed.id!r} removed from {keys}; servers using this file refuse it from their next request.")
+
+
 @serve_app.command("norms")
 def norms_cmd(
     out: Annotated[Path, typer.Option("--out", help="the reference-norms JSON to write")],

@@ -5,8 +5,12 @@ An upload carries no request scale, so it is screened twice: as it would steer b
 scale and layers), and at relative dose UPLOAD_DOSE on its recommended layers, whatever its norm (a direction that
 cancels refusal at a normal dose is the risk, however small its stored magnitude). The second screen is the
 measurement behind the default threshold (bench/protect_fpr.py), so on the starter pack it flags no benign vector.
+A kit upload is screened as it steers: its entries' vectors are found by sha256 in the same store (as the front
+door finds them when the kit is used), summed per layer at the kit's scales, and checked by the guard's one dose
+check, so a kit of harmless-looking vectors that together cancel a protected direction is caught. A kit whose vectors
+are not in the store yet cannot be screened, and is refused with a message saying to push its vectors first.
 `flag` stores the entry with the FLAG_TAG tag and a warning at the head of its description (both shown by search
-and show); `refuse` rejects it with a 400 and stores nothing. Kits are screened when a server applies them.
+and show); `refuse` rejects it with a 400 and stores nothing. Servers screen kits again when they apply them.
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from steerlab.errors import SteerlabError
+from steerlab.frontdoor import store_kit
 from steerlab.guard.protected import ProtectedDirection, load_protected
 from steerlab.guard.screen import DEFAULT_THRESHOLD, Breach, Guard, ProtectedDirectionError
+from steerlab.hub.blobs import sha256_hex
+from steerlab.hub.entry import EntryInfo
+from steerlab.hub.refs import parse_ref
+from steerlab.hub.validate import check_upload
 from steerlab.kit import Kit, KitEntry
 from steerlab.vector import Vector
 
@@ -46,9 +55,10 @@ class UploadScreen:
         `norms` None: the reference norms shipped for each direction's model."""
         return cls(Guard([load_protected(address, norms) for address in protect], threshold), policy)
 
-    def screen(self, data: bytes, kind: str) -> Breach | None:
-        if kind != "vector":
-            return None
+    def screen(self, data: bytes, kind: str, store: Any = None, ref: str = "") -> Breach | None:
+        """`store` and `ref`: where a kit upload is going, whose vectors it names by sha256 (needed for kits)."""
+        if kind == "kit":
+            return self.guard.screen(_upload_kit(data, store, ref))
         vector = Vector.from_bytes(data, "the upload")
         default = KitEntry.from_card(vector)
         for protected in self.guard.protected:
@@ -58,9 +68,9 @@ class UploadScreen:
                 return breach
         return None
 
-    def apply(self, data: bytes, pub: Any) -> Any:
+    def apply(self, data: bytes, pub: Any, store: Any = None) -> Any:
         """The publication to store (flagged when it breaches), or ProtectedDirectionError under `refuse`."""
-        breach = self.screen(data, pub.kind)
+        breach = self.screen(data, pub.kind, store, pub.ref)
         if breach is None:
             return pub
         if self.policy == "refuse":
@@ -68,7 +78,7 @@ class UploadScreen:
         warning = (
             f"WARNING: cancels protected direction {breach.direction!r} (dose {breach.dose:.2f}, layer {breach.layer})."
         )
-        own = pub.description if pub.description is not None else Vector.from_bytes(data).card.description
+        own = pub.description if pub.description is not None else check_upload(data, pub.kind).description
         description = f"{warning} {own}".strip()
         return dataclasses.replace(pub, tags=[*pub.tags, FLAG_TAG], description=description)
 
@@ -80,3 +90,18 @@ def _at_dose(vector: Vector, layers: list[int], protected: ProtectedDirection) -
     if not measured or not per_scale > 0 or not protected.applies_to(vector):
         return Kit([])
     return Kit([KitEntry(vector, UPLOAD_DOSE / per_scale, measured)])
+
+
+def _upload_kit(data: bytes, store: Any, ref: str) -> Kit:
+    """The Kit an uploaded kit would steer with, its vectors looked up by sha256 in `store`."""
+    if store is None:
+        raise SteerlabError("a kit upload is screened against the store it goes to; none was given.")
+    parsed = parse_ref(ref)
+    pending = EntryInfo(parsed.namespace, parsed.name, parsed.version or "new", "kit", sha256_hex(data), len(data))
+    try:
+        return store_kit(store, pending, data).kit
+    except SteerlabError as exc:
+        raise SteerlabError(
+            f"this store screens each kit against its protected directions before storing it, and cannot screen "
+            f"this one: {exc}"
+        ) from exc

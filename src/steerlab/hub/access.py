@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from steerlab.errors import SteerlabError
-from steerlab.hub.catalog import Token
+from steerlab.hub.catalog import Token, new_token_id
 from steerlab.hub.errors import Forbidden, Unauthorized
 from steerlab.hub.refs import check_name
 
@@ -98,7 +98,7 @@ def new_token(
         raise SteerlabError("say whom the token is for: a NAMESPACE, or --principal NAME for an identity token.")
     secret = "stl_" + secrets.token_urlsafe(32)
     row = Token(
-        namespace=namespace, token_hash=hash_token(secret), public_id="tok_" + secrets.token_hex(6),
+        namespace=namespace, token_hash=hash_token(secret), public_id=new_token_id(),
         principal=who, scope=scope, expires_at=expires,
     )  # fmt: skip
     return secret, row

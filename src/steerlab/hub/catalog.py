@@ -7,7 +7,9 @@ deployment. A row is committed only after its blob is on disk, so a visible row 
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -175,6 +177,7 @@ def make_engine(url: str) -> Engine:
         # Another process created the tables between the existence check and CREATE (PostgreSQL); check again.
         Base.metadata.create_all(engine)
     _add_missing_columns(engine)
+    _migrate_tokens(engine)
     return engine
 
 
@@ -190,6 +193,50 @@ def _add_missing_columns(engine: Engine) -> None:
             default = f" DEFAULT '{column.server_default.arg}'" if column.server_default is not None else ""  # type: ignore[attr-defined]
             with engine.begin() as conn:
                 conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
+
+
+def _migrate_tokens(engine: Engine) -> None:
+    """Tokens from before scopes were write tokens for one namespace: they keep that (the scope column's default),
+    held by their namespace, and get an id to be listed and revoked by. Their namespace column was NOT NULL, which
+    would refuse identity-only tokens: it is relaxed (SQLite cannot alter a column, so the table is rebuilt).
+    A catalogue with nothing to migrate is only read, so concurrent opens of a current one never write."""
+    tables = inspect(engine)
+    namespace = next(c for c in tables.get_columns("hub_tokens") if c["name"] == "namespace")
+    unique: list[list[str | None]] = [list(u["column_names"]) for u in tables.get_unique_constraints("hub_tokens")]
+    unique += [list(ix["column_names"]) for ix in tables.get_indexes("hub_tokens") if ix.get("unique")]
+    with engine.begin() as conn:
+        if not namespace["nullable"]:
+            if engine.dialect.name == "sqlite":
+                _rebuild_sqlite_tokens(conn)
+                unique.append(["public_id"])  # the rebuilt table has the current constraints
+            else:
+                conn.execute(text("ALTER TABLE hub_tokens ALTER COLUMN namespace DROP NOT NULL"))
+        query = text("SELECT id FROM hub_tokens WHERE public_id IS NULL OR principal IS NULL")
+        for row_id in conn.execute(query).scalars().all():
+            conn.execute(
+                text(
+                    "UPDATE hub_tokens SET principal = COALESCE(principal, namespace), "
+                    "public_id = COALESCE(public_id, :p) WHERE id = :i"
+                ),
+                {"p": new_token_id(), "i": row_id},
+            )
+        if ["public_id"] not in unique:
+            conn.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS uq_hub_tokens_public_id ON hub_tokens (public_id)"))
+
+
+def _rebuild_sqlite_tokens(conn: Any) -> None:
+    table = Base.metadata.tables["hub_tokens"]
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    conn.execute(text("ALTER TABLE hub_tokens RENAME TO hub_tokens_before_scopes"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_hub_tokens_namespace"))  # it went with the old table; recreated below
+    table.create(conn)
+    conn.execute(text(f"INSERT INTO hub_tokens ({columns}) SELECT {columns} FROM hub_tokens_before_scopes"))
+    conn.execute(text("DROP TABLE hub_tokens_before_scopes"))
+
+
+def new_token_id() -> str:
+    """The public id a token is listed and revoked by (never its secret)."""
+    return "tok_" + secrets.token_hex(6)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

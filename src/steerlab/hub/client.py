@@ -161,6 +161,16 @@ class RemoteStore:
     def pulls(self, namespace: str) -> builtins.list[dict[str, Any]]:
         return list(self._call("GET", "/pulls", params={"namespace": namespace}).json()["pulls"])
 
+    def attach_audit(self, ref: str, record: Any) -> EntryInfo:
+        """File a `hub audit` report with the entry on the server (needs a write or admin token for its namespace)."""
+        info = self.show(ref)
+        self._call("PUT", self._path(info.ref) + "/audit", json=record)
+        return info
+
+    def audit(self, ref: str) -> dict[str, Any] | None:
+        found = self._call("GET", self._path(ref) + "/audit").json().get("audit")
+        return found if isinstance(found, dict) else None
+
     def remove(self, ref: str) -> EntryInfo:
         if not parse_ref(ref).version:
             raise SteerlabError(f"say which version to remove: {ref}@VERSION (versions are removed one by one).")

@@ -23,6 +23,11 @@ class Forbidden(HubError):
     status = 403
 
 
+class Untrusted(Forbidden):
+    """Content whose signer this machine's trust does not accept (unsigned where signing is required, revoked,
+    another key than the namespace's pin)."""
+
+
 class NotFound(HubError):
     status = 404
 

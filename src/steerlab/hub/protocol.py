@@ -95,6 +95,14 @@ class Store(Protocol):
         """Release the catalogue connection or the HTTP client."""
         ...
 
+    def attach_audit(self, ref: str, record: Any) -> EntryInfo:
+        """File a `hub audit` report (steerlab.guard.attach) with the entry REF names."""
+        ...
+
+    def audit(self, ref: str) -> dict[str, Any] | None:
+        """The audit attached to the entry REF names, or None."""
+        ...
+
     # ----- access to private and licensed entries (hub/market.py); the namespace admin's calls unless noted -----
     def grant(self, target: str, principal: str, expires: str | None = None) -> dict[str, Any]:
         """Entitle `principal` to NAMESPACE/NAME (every version) or a whole NAMESPACE, for `expires` ('30d')."""

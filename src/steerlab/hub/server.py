@@ -7,6 +7,8 @@ Routes (OpenAPI schema at /openapi.json, browsable at /docs):
   GET    /api/v1/entries/{ns}/{name}/{version}/content   the bytes
   POST   /api/v1/entries/{ns}/{name}              upload (body = the file; ?version=, ?kind=, ?tag=, ?description=)
   DELETE /api/v1/entries/{ns}/{name}/{version}    withdraw a version
+  GET    /api/v1/entries/{ns}/{name}/{version}/audit   the refusal audit attached to it ({"audit": null} if none)
+  PUT    /api/v1/entries/{ns}/{name}/{version}/audit   attach one (body: the audit.json of `hub audit`; write token)
   GET    /api/v1/grants?namespace=NS              entitlements of a namespace (its admin)
   POST   /api/v1/grants                           grant {"target": "ns[/name]", "principal", "expires"} (admin)
   POST   /api/v1/grants/revoke                    revoke {"target", "principal"} (admin)
@@ -19,6 +21,7 @@ Routes (OpenAPI schema at /openapi.json, browsable at /docs):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steerlab.errors import SteerlabError
+from steerlab.guard.attach import MAX_RECORD_BYTES
 from steerlab.hub.entry import Fit
 from steerlab.hub.errors import TooLarge, Unauthorized, UnsupportedMediaType, status_of
 from steerlab.hub.protocol import API, PUBLIC_KEY_HEADER, SIGNATURE_HEADER
@@ -170,6 +174,19 @@ def create_app(store: LocalStore, screen: UploadScreen | None = None) -> FastAPI
     def remove(namespace: str, name: str, version: str, request: Request) -> dict[str, Any]:
         return store.remove(_ref(namespace, name, version), access(request)).to_dict()
 
+    @app.get(f"{API}/entries/{{namespace}}/{{name}}/{{version}}/audit")
+    def audit(namespace: str, name: str, version: str, request: Request) -> dict[str, Any]:
+        return {"audit": store.audit(_ref(namespace, name, version), access(request))}
+
+    @app.put(f"{API}/entries/{{namespace}}/{{name}}/{{version}}/audit")
+    async def attach_audit(namespace: str, name: str, version: str, request: Request) -> dict[str, Any]:
+        ref = _ref(namespace, name, version)
+        who = await run_in_threadpool(access, request)
+        store.check_write(namespace, who)  # refuse before reading a byte of the body
+        record = await _json_body(request, MAX_RECORD_BYTES)
+        info = await run_in_threadpool(store.attach_audit, ref, record, who)
+        return {"attached": info.ref, "sha256": info.sha256}
+
     _market_routes(app, store, access)
     return app
 
@@ -229,6 +246,21 @@ def _market_routes(app: FastAPI, store: LocalStore, access: Any) -> None:
         return {"pulls": store.pulls(namespace, access(request))}
 
 
+async def _json_body(request: Request, limit: int) -> Any:
+    """The request's JSON body, read up to `limit` bytes (a larger one is refused before it is all read)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes.")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise SteerlabError(
+            f"the body is not JSON ({exc}); send the audit.json that `steerlab hub audit` wrote."
+        ) from exc
+
+
 async def _receive(
     store: LocalStore, request: Request, pub: Publication, who: Access, screen: UploadScreen | None = None
 ) -> Any:
@@ -244,7 +276,7 @@ async def _receive(
                 raise TooLarge(f"upload is over the limit of {store.max_bytes} bytes.")
         data = incoming.read_back()
         if screen is not None:  # refused (nothing stored) or flagged before anything is published
-            pub = await run_in_threadpool(screen.apply, data, pub)
+            pub = await run_in_threadpool(screen.apply, data, pub, store)
         return await run_in_threadpool(store.publish, data, pub, who, incoming)
     finally:
         incoming.discard()  # after a client disconnect or a refusal: the temp file goes, nothing else was written

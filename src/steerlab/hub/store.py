@@ -457,6 +457,22 @@ class LocalStore:
             self.blobs.delete(info.sha256)
         return info
 
+    # ----- refusal audits (steerlab.guard.attach), keyed by the audited content's sha256 -----
+    def attach_audit(self, ref: str, record: Any, access: Access | None = None) -> EntryInfo:
+        """File a `hub audit` report with the entry REF names; needs write (or admin) access to its namespace."""
+        from steerlab.guard import attach
+
+        self.check_write(parse_ref(ref).namespace, access)
+        info = self.show(ref, access)
+        attach.attach_audit(self.root, info.sha256, attach.check_record(record))
+        return info
+
+    def audit(self, ref: str, access: Access | None = None) -> dict[str, Any] | None:
+        """The audit attached to the entry REF names, for whoever may see the entry; None when there is none."""
+        from steerlab.guard import attach
+
+        return attach.attached_audit(self.root, self.show(ref, access).sha256)
+
     def replace_signature(self, ref: str, signature: str, public_key: str, access: Access | None = None) -> EntryInfo:
         """Re-sign one version (a key rotation, or a re-signed pack): the content stays, the new signature must
         verify against it first. Needs write access to the namespace."""

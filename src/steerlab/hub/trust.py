@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from steerlab.atomic import atomic_write
 from steerlab.errors import SteerlabError
 from steerlab.hub import signing
+from steerlab.hub.errors import Untrusted
 from steerlab.hub.seen import Seen, default_seen_path
 
 if TYPE_CHECKING:
@@ -179,24 +180,29 @@ class Trust:
         pins = self.pinned(info.namespace)
         if signer is None:
             if named or pins or self.required or require_signed:
+                if self.required and not (named or pins or require_signed):
+                    raise Untrusted(
+                        f"{info.ref} is not signed, and only content signed by a trusted key is accepted here: "
+                        "ask its publisher to sign it, or (steerlab serve) start with --allow-unsigned."
+                    )
                 why = f"namespace {info.namespace!r} is pinned" if pins else "signed content was required"
-                raise SteerlabError(f"{info.ref} is not signed, and {why} (--require-signed, --trusted-key, a pin).")
+                raise Untrusted(f"{info.ref} is not signed, and {why} (--require-signed, --trusted-key, a pin).")
             return
         key_id = signing.key_id(signer)
         revoked = self.file.revoked.get(key_id)
         if revoked is not None:
-            raise SteerlabError(
+            raise Untrusted(
                 f"{info.ref} is signed by key {key_id}, revoked on {revoked.revoked_at}"
                 f"{f' ({revoked.reason})' if revoked.reason else ''}: refused. `steerlab hub trust --list` lists them."
             )
         if pins and not any(k.matches(signer) for k in pins):
-            raise SteerlabError(
+            raise Untrusted(
                 f"{info.ref} is signed by key {key_id}, but namespace {info.namespace!r} is pinned to "
                 f"{', '.join(k.key_id for k in pins)}: refused. If the publisher rotated keys, check the new one with "
                 f"them and pin it: `steerlab hub trust {info.namespace} NEW_KEY`."
             )
         if named and not any(k.matches(signer) for k in named):
-            raise SteerlabError(
+            raise Untrusted(
                 f"{info.ref} is signed by key {key_id}, not one of the trusted keys "
                 f"({', '.join(k.key_id for k in named)})."
             )
@@ -207,7 +213,7 @@ class Trust:
             self.file.save()
             return
         if self.required:
-            raise SteerlabError(
+            raise Untrusted(
                 f"{info.ref} is signed by key {key_id}, but no key is trusted for namespace {info.namespace!r}: "
                 f"check the key with its publisher, then `steerlab hub trust {info.namespace} {key_id}` "
                 "(or --allow-unsigned)."

@@ -8,6 +8,7 @@ import time
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from steerlab.errors import SteerlabError
 from steerlab.kit import Kit
 from steerlab.serve.errors import ApiError
 from steerlab.serve.keys import ApiKey, hash_secret, load_keys
@@ -17,19 +18,51 @@ UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 class KeyRing:
-    """The keys of one server; thread-safe (requests authenticate concurrently)."""
+    """The keys of one server; thread-safe (requests authenticate concurrently).
 
-    def __init__(self, keys: list[ApiKey]) -> None:
+    Loaded from a file, the ring re-reads it whenever it changes (its mtime, size or inode, checked on each request),
+    so a key taken out of the file is refused from the next request on, without a restart. A file that cannot be
+    read any more fails closed: every request gets a 503 naming the problem until the file is fixed (the old keys are
+    never trusted past a change the server could not read, since that change may have been a revocation)."""
+
+    def __init__(self, keys: list[ApiKey], path: Path | None = None, stamp: tuple[int, int, int] | None = None) -> None:
         self._by_hash = {key.sha256: key for key in keys}
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens left, last refill time)
         self._lock = threading.Lock()
+        self._path = path  # None: a fixed set of keys
+        self._stamp = stamp
+        self._broken: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:
-        return cls(load_keys(path))
+        stamp = _stamp(path)  # taken before reading: a change made while reading is seen on the next request
+        return cls(load_keys(path), path, stamp)
+
+    def _refresh(self) -> None:
+        if self._path is None:
+            return
+        with self._lock:
+            stamp = _stamp(self._path)
+            if stamp == self._stamp and self._broken is None:
+                return
+            try:
+                keys = load_keys(self._path)
+            except SteerlabError as exc:
+                self._by_hash, self._broken = {}, str(exc)
+            else:
+                self._by_hash, self._broken = {key.sha256: key for key in keys}, None
+            self._stamp = stamp
+            broken = self._broken
+        if broken is not None:
+            raise ApiError(
+                f"the server's API-key file cannot be read, so no key is accepted until it is fixed: {broken}",
+                status=503,
+                code="api_keys_unreadable",
+            )
 
     def authenticate(self, authorization: str | None) -> ApiKey:
         """The key an `Authorization: Bearer ...` header presents, or a 401; then its rate limit (429)."""
+        self._refresh()
         scheme, _, secret = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise ApiError(
@@ -64,6 +97,15 @@ class KeyRing:
                     headers={"Retry-After": str(max(1, round(wait + 0.5)))},
                 )
             self._buckets[key.id] = (tokens - 1.0, now)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is edited or replaced (atomic writes give it a new inode); None: it is gone."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
 
 
 def requested_names(spec: Steering) -> list[str]:

@@ -135,3 +135,15 @@ def add_key(
     atomic_write(path, (json.dumps(document, indent=1) + "\n").encode())
     os.chmod(path, 0o600)  # hashes only, but nobody else needs to read who may steer what
     return key, secret
+
+
+def remove_key(path: Path, key_id: str) -> ApiKey:
+    """Take `key_id`'s entry out of the file (atomically): a running server refuses the key from its next request."""
+    keys = load_keys(path)
+    gone = [key for key in keys if key.id == key_id]
+    if not gone:
+        raise SteerlabError(f"{path} has no key {key_id!r}; it holds {', '.join(k.id for k in keys) or 'none'}.")
+    document = {"format": FORMAT, "keys": [k.record() for k in keys if k.id != key_id]}
+    atomic_write(path, (json.dumps(document, indent=1) + "\n").encode())
+    os.chmod(path, 0o600)
+    return gone[0]

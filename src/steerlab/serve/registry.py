@@ -184,7 +184,9 @@ class Registry:
         try:
             loaded = self._load(ref, self.store)  # checked against its hash (and signature) by the store
         except SteerlabError as exc:
-            raise ApiError(f"store ref {ref!r}: {exc}", status=404, code=code, param="steering") from exc
+            # Content that exists but whose signer this server does not trust is a 403, not a missing name.
+            status, code = (403, "untrusted_steering") if _untrusted(exc) else (404, code)
+            raise ApiError(f"store ref {ref!r}: {exc}", status=status, code=code, param="steering") from exc
         with self._lock:
             self._remote[ref] = (time.monotonic(), loaded)
         return loaded
@@ -371,6 +373,12 @@ class Registry:
                 "sha256": self.content_hash(vector),
             },
         }
+
+
+def _untrusted(exc: SteerlabError) -> bool:
+    from steerlab.hub.errors import Untrusted
+
+    return isinstance(exc, Untrusted)
 
 
 def _open_store(location: str, require_trusted: bool = False) -> Store:

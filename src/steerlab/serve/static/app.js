@@ -3,15 +3,81 @@
 "use strict";
 
 const RANGE = 3; // sliders run from -RANGE to +RANGE
+// With `steerlab serve --api-keys` every API call needs `Authorization: Bearer KEY`. The key lives in this tab's
+// sessionStorage only: it goes when the tab closes, and other sites and tabs never see it.
+const KEY_SLOT = "steerlab-api-key";
 const state = { model: "", catalogue: [], axes: [], runs: {} };
 const $ = (id) => document.getElementById(id);
 
-async function init() {
+class AuthError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_SLOT) || "";
+}
+
+// Every API call goes through here: the key is attached, and a 401 or 403 becomes an AuthError the page explains.
+async function api(url, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
+  const response = await fetch(url, { ...options, headers });
+  if (response.status === 401 || response.status === 403) {
+    const problem = await response.json().catch(() => ({}));
+    throw new AuthError(response.status, problem.error ? problem.error.message : `HTTP ${response.status}`);
+  }
+  return response;
+}
+
+function showAuth(error) {
+  $("key-form").hidden = false;
+  document.body.dataset.auth = String(error.status);
+  if (error.status === 403) {
+    $("auth-note").textContent = `Your API key may not do this (403): ${error.message}`;
+  } else if (apiKey()) {
+    $("auth-note").textContent = `The server refused this API key (401): ${error.message} Enter a valid key.`;
+  } else {
+    $("auth-note").textContent = "This server needs an API key (401). Enter yours above; it is kept in this tab only.";
+  }
+}
+
+function setUpKeyForm() {
+  $("key-form").hidden = !apiKey();
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_SLOT, key);
+    $("api-key").value = "";
+    load().catch(failed);
+  });
+  $("key-forget").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY_SLOT);
+    load().catch(failed);
+  });
+}
+
+function init() {
+  setUpKeyForm();
+  $("kit").addEventListener("change", showKit);
+  $("go").addEventListener("click", () => { run("unsteered"); run("steered"); });
+  return load();
+}
+
+// (Re)loads the model and the catalogue this key may steer with; run again after the key changes.
+async function load() {
+  delete document.body.dataset.ready;
   const [models, catalogue] = await Promise.all([getJson("/v1/models"), getJson("/v1/steering")]);
+  $("auth-note").textContent = "";
+  delete document.body.dataset.auth;
   state.model = models.data[0].id;
   $("model").textContent = `model: ${state.model}`;
   state.catalogue = catalogue.data;
   const select = $("kit");
+  select.replaceChildren();
   for (const item of state.catalogue) {
     const option = document.createElement("option");
     option.value = item.id;
@@ -19,14 +85,24 @@ async function init() {
     select.appendChild(option);
   }
   if (catalogue.default) select.value = catalogue.default;
-  select.addEventListener("change", showKit);
-  $("go").addEventListener("click", () => { run("unsteered"); run("steered"); });
   showKit();
   document.body.dataset.ready = "true";
 }
 
+function failed(error) {
+  if (error instanceof AuthError) {
+    showAuth(error);
+    state.catalogue = [];
+    $("kit").replaceChildren();
+    showKit();
+    $("kit-note").textContent = "What you may steer with is listed once the server accepts your key.";
+    return;
+  }
+  $("kit-note").textContent = `could not load: ${error.message}`;
+}
+
 async function getJson(url) {
-  const response = await fetch(url);
+  const response = await api(url);
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return response.json();
 }
@@ -160,7 +236,7 @@ async function run(side) {
     steering: side === "steered" ? steering() : [],
   };
   try {
-    const response = await fetch("/v1/chat/completions", {
+    const response = await api("/v1/chat/completions", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
@@ -176,6 +252,7 @@ async function run(side) {
     if (controller.signal.aborted) return;
     pane.textContent = `error: ${error.message}`;
     pane.dataset.state = "error";
+    if (error instanceof AuthError) showAuth(error);
   }
 }
 
@@ -203,6 +280,4 @@ async function readStream(response, onText) {
   }
 }
 
-init().catch((error) => {
-  $("kit-note").textContent = `could not load: ${error.message}`;
-});
+init().catch(failed);
