@@ -59,6 +59,9 @@ def serve_cmd(
     """Serve a model over an OpenAI-compatible API; each request may carry its own steering."""
     if ctx.invoked_subcommand is not None:
         return
+    from steerlab.cli.serve_vllm import check_engine
+
+    check_engine(engine, device, protect)  # before torch is imported: a wrong engine is said in a second
     from steerlab.defaults import steerlab_home
     from steerlab.guard.screen import DEFAULT_THRESHOLD
     from steerlab.models import load_model
@@ -66,16 +69,12 @@ def serve_cmd(
     from steerlab.serve.server import build_service, check_listen, serve
 
     check_listen(host, authenticated=api_keys is not None, insecure=insecure)  # before minutes of model loading
-    if engine not in ("transformers", "vllm"):
-        raise typer.BadParameter(f"--engine {engine!r}: use transformers or vllm.")
     if engine == "vllm":
         from steerlab.cli.serve_vllm import vllm_engine
 
         loaded, generator = vllm_engine(
             model,
             dtype,
-            device,
-            protect,
             max_batch,
             max_steering_slots,
             max_model_len,

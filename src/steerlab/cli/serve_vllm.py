@@ -10,20 +10,15 @@ from typing import Any
 
 import typer
 
+ENGINES = ("transformers", "vllm")
 
-def vllm_engine(
-    model: str,
-    dtype: str | None,
-    device: str | None,
-    protect: Sequence[str] | None,
-    max_batch: int,
-    max_steering_slots: int | None,
-    max_model_len: int,
-    enforce_eager: bool,
-    max_scale: float,
-    max_vectors: int,
-) -> tuple[Any, Any]:
-    """(the model as the registry sees it, the started engine). vLLM picks its own device (its CPU build: CPU)."""
+
+def check_engine(engine: str, device: str | None, protect: Sequence[str] | None) -> None:
+    """The engine flags' errors, before anything heavy is imported."""
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine {engine!r}: use {' or '.join(ENGINES)}.")
+    if engine != "vllm":
+        return
     if importlib.util.find_spec("vllm") is None:
         raise typer.BadParameter(
             f"--engine vllm needs vLLM in this Python ({sys.executable}), which has none. `make vllm` installs it "
@@ -33,6 +28,19 @@ def vllm_engine(
         raise typer.BadParameter("--device is for --engine transformers; vLLM places the model itself.")
     if protect:
         raise typer.BadParameter("--protect needs --engine transformers for now (its norms are measured there).")
+
+
+def vllm_engine(
+    model: str,
+    dtype: str | None,
+    max_batch: int,
+    max_steering_slots: int | None,
+    max_model_len: int,
+    enforce_eager: bool,
+    max_scale: float,
+    max_vectors: int,
+) -> tuple[Any, Any]:
+    """(the model as the registry sees it, the engine, not started yet)."""
     from steerlab.defaults import steerlab_home
     from steerlab.models import model_folder
     from steerlab.vllm.serving import VllmEngine, VllmOptions, serving_target
