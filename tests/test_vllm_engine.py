@@ -236,7 +236,8 @@ def test_more_kits_than_slots_all_complete_with_their_own_kit(prompts, engine_ru
     slot per sequence). Without the wait, the worker would find no free slot and refuse the step."""
     specs = [*slot_specs(), None, None, None, None]
     batch = [request(prompts[k % 8], spec, 8) for k, spec in enumerate(specs)]
-    small = run_job(tmp_path, [batch], {"max_num_seqs": 16}, {"STEERLAB_VLLM_MAX_STEERING_SLOTS": "2"})
+    slots = {"STEERLAB_VLLM_MAX_STEERING_SLOTS": "2"}
+    small = run_job(tmp_path, [batch], {"max_num_seqs": 16}, slots, timeout=1800)  # an engine start: minutes
     wide = [run["outputs"][0]["token_ids"] for run in engine_runs["slots_wide"]]
     assert [o["token_ids"] for o in small["runs"][0]["outputs"]] == wide
     assert len({tuple(t) for t in wide}) > 6
