@@ -191,6 +191,29 @@ def private_uses(src: Path = SRC) -> list[str]:
 READERS = {"steerlab.capture", "steerlab.experts", "steerlab.interference.readout", "steerlab.residual_norms"}
 
 
+# Inside vLLM there are no hooks: steerlab.vllm.worker replaces each decoder layer's `forward` with one that calls
+# the registered op `steerlab::steer_` (defined in steerlab.vllm.op). Those are the only other modules allowed to
+# change activations, and these are the only two other ways the package does it.
+CHANGERS = {"steerlab.vllm.worker": {"forward", "steer_"}, "steerlab.vllm.op": {"steer_"}}
+
+
+def activation_changes(src: Path = SRC) -> dict[str, set[str]]:
+    """Module -> the other ways it changes activations: assigning a module's `forward` ("forward"), calling the
+    registered steering op `torch.ops.steerlab.steer_` ("steer_")."""
+    found: dict[str, set[str]] = {}
+    for name, module in modules(src).items():
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Attribute) and node.attr == "forward" and isinstance(node.ctx, ast.Store):
+                found.setdefault(name, set()).add("forward")
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "steer_"
+                and ast.unparse(node.value) == "torch.ops.steerlab"
+            ):
+                found.setdefault(name, set()).add("steer_")
+    return found
+
+
 def hook_registrations(src: Path = SRC) -> dict[str, list[int]]:
     """Module -> lines where it calls a torch `register_*hook` method."""
     found: dict[str, list[int]] = {}
@@ -279,6 +302,16 @@ def test_only_steering_installs_hooks_that_change_activations() -> None:
     assert others <= READERS, f"hooks registered outside steerlab.steering: {sorted(others - READERS)}"
     changing = [hook for module in sorted(others) for hook in value_returning_hooks(module)]
     assert not changing, f"reading hooks that return a value (they would change the model's output): {changing}"
+
+
+def test_only_the_vllm_worker_replaces_forwards_and_calls_the_steering_op(tmp_path: Path) -> None:
+    (tmp_path / ROOT).mkdir()
+    (tmp_path / ROOT / "x.py").write_text(
+        "import torch\n\n\ndef f(layer, h):\n    layer.forward = print\n    torch.ops.steerlab.steer_(h)\n"
+    )
+    (tmp_path / ROOT / "y.py").write_text("def g(layer):\n    return layer.forward(1)\n")  # calling is reading
+    assert activation_changes(tmp_path) == {"steerlab.x": {"forward", "steer_"}}  # the check sees both
+    assert activation_changes() == CHANGERS
 
 
 if __name__ == "__main__":

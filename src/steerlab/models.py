@@ -94,23 +94,27 @@ def load_model(
     if isinstance(name_or_path, nn.Module):
         return wrap_model(name_or_path, layer_path=layer_path, router_path=router_path)
     torch_dtype = _resolve_dtype(dtype)
-    source = str(name_or_path)
-    if source in ALIASES:
-        folder, public_name = _alias_cache(source), ALIASES[source][2]
-    elif source.endswith(".gguf"):
-        folder, public_name = _gguf_cache(Path(source)), Path(source).stem
-    elif Path(source).is_dir():
-        folder, public_name = Path(source), _public_name(Path(source))
-    else:
-        raise SteerlabError(
-            f"cannot load model {source!r}: it is not an alias ({', '.join(ALIASES)}), a local model folder, "
-            "or a .gguf file. steerlab never downloads weights; download the model first and pass its folder."
-        )
+    folder, public_name = model_folder(str(name_or_path))
     hf_model, tokenizer = _from_folder(folder, torch_dtype)
     if device is not None:
         hf_model.to(device)
     loaded = wrap_model(hf_model, tokenizer, name=public_name, layer_path=layer_path, router_path=router_path)
     return loaded
+
+
+def model_folder(source: str) -> tuple[Path, str]:
+    """The Hugging Face folder a model name stands for (an alias or a GGUF is converted once, into the cache) and
+    the public name steerlab gives it: what `load_model` loads, and what another engine (vLLM) is pointed at."""
+    if source in ALIASES:
+        return _alias_cache(source), ALIASES[source][2]
+    if source.endswith(".gguf"):
+        return _gguf_cache(Path(source)), Path(source).stem
+    if Path(source).is_dir():
+        return Path(source), _public_name(Path(source))
+    raise SteerlabError(
+        f"cannot load model {source!r}: it is not an alias ({', '.join(ALIASES)}), a local model folder, "
+        "or a .gguf file. steerlab never downloads weights; download the model first and pass its folder."
+    )
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:

@@ -47,10 +47,21 @@ def serve_cmd(
     protect_threshold: Annotated[
         float | None, typer.Option(help="largest relative dose a request may cancel a protected direction by")
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="transformers (steerlab's own batcher) or vllm (vLLM with the steerlab plugin)")
+    ] = "transformers",
+    max_steering_slots: Annotated[
+        int | None, typer.Option(help="vllm: distinct kits in flight at once; more wait [default: --max-batch]")
+    ] = None,
+    max_model_len: Annotated[int, typer.Option(help="vllm: the longest prompt plus answer, in tokens")] = 2048,
+    enforce_eager: Annotated[bool, typer.Option(help="vllm: no torch.compile (starts faster, runs slower)")] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible API; each request may carry its own steering."""
     if ctx.invoked_subcommand is not None:
         return
+    from steerlab.cli.serve_vllm import check_engine
+
+    check_engine(engine, device, protect)  # before torch is imported: a wrong engine is said in a second
     from steerlab.defaults import steerlab_home
     from steerlab.guard.screen import DEFAULT_THRESHOLD
     from steerlab.models import load_model
@@ -58,7 +69,21 @@ def serve_cmd(
     from steerlab.serve.server import build_service, check_listen, serve
 
     check_listen(host, authenticated=api_keys is not None, insecure=insecure)  # before minutes of model loading
-    loaded = load_model(model, dtype=dtype, device=device)
+    if engine == "vllm":
+        from steerlab.cli.serve_vllm import vllm_engine
+
+        loaded, generator = vllm_engine(
+            model,
+            dtype,
+            max_batch,
+            max_steering_slots,
+            max_model_len,
+            enforce_eager,
+            max_scale,
+            max_vectors,
+        )
+    else:
+        loaded, generator = load_model(model, dtype=dtype, device=device), None
     service = build_service(
         loaded,
         kits_dir=kits,
@@ -73,10 +98,12 @@ def serve_cmd(
         api_keys=api_keys,
         protect=protect or (),
         protect_threshold=DEFAULT_THRESHOLD if protect_threshold is None else protect_threshold,
+        engine=generator,
     )
     guarded = f", protecting {', '.join(service.guard.names)}" if service.guard is not None else ""
     keyed = f", {api_keys} keys required" if api_keys is not None else ""
-    typer.echo(f"serving {service.config.model_id} on http://{host}:{port} (page at /, API at /v1{keyed}{guarded})")
+    where = f"http://{host}:{port} (page at /, API at /v1{keyed}{guarded})"
+    typer.echo(f"serving {service.config.model_id} with {engine} on {where}")
     serve(service, host=host, port=port)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from steerlab.errors import SteerlabError
 from steerlab.generation import eos_ids
+from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 from steerlab.plan import Plan, RowPlan, stack_rows
 from steerlab.serve import kvcache
@@ -52,6 +53,7 @@ class Job:
     max_tokens: int
     sink: Callable[[Event], None]
     ignore_eos: bool = False
+    kit: Kit | None = None  # the request's kit itself, for an engine that compiles it its own way (vLLM)
     generated: int = 0
     cancelled: bool = False  # set by the request's side when its client goes away; read between steps
     # Conditional steering: what prefill decided for this row (condition key -> holds), kept for its decode steps,
@@ -61,6 +63,41 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+
+CANCELLED = "cancelled"  # take_token's answer for a row whose client left: nothing more is sent
+
+
+def take_token(job: Job, token: int, eos: set[int], context_length: int | None) -> str | None:
+    """Record a row's new token and tell its request (text deltas, the finish); the finish reason once the row is
+    done ("stop", "length", or CANCELLED), else None. Every engine ends rows by this one rule."""
+    if job.cancelled:
+        return CANCELLED
+    job.generated += 1
+    if token in eos and not job.ignore_eos:
+        return finish_job(job, job.stream.flush(), "stop")
+    delta = job.stream.push(token)
+    if job.stream.stopped:
+        return finish_job(job, delta, "stop")
+    at_context_end = context_length is not None and len(job.prompt_ids) + job.generated >= context_length
+    if job.generated >= job.max_tokens or at_context_end:
+        return finish_job(job, delta + job.stream.flush(), "length")
+    if delta:
+        job.sink(Event(text=delta, completion_tokens=job.generated))
+    return None
+
+
+def finish_job(job: Job, text: str, reason: str) -> str:
+    """Send a row's last text and its finish reason."""
+    job.sink(Event(text=text, finish_reason=reason, completion_tokens=job.generated))
+    return reason
+
+
+def fail_jobs(jobs: list[Job], message: str) -> None:
+    """Tell every job still wanted that it failed (an engine error, or the server shutting down)."""
+    for job in jobs:
+        if not job.cancelled:
+            job.sink(Event(error=message, completion_tokens=job.generated))
 
 
 @dataclass
@@ -127,6 +164,9 @@ class Batcher:
         self._thread.start()
         return self
 
+    def check_kit(self, kit: Kit | None) -> None:
+        """Every kit runs here (conditions, expert vectors and all)."""
+
     def submit(self, job: Job) -> None:
         if self._closed.is_set():
             raise SteerlabError("the server is shutting down; retry against a running server.")
@@ -138,7 +178,7 @@ class Batcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
         left = [*self._run.rows, *self._waiting, *self._drain()]
-        self._fail(left, "the server shut down before this request finished.")
+        fail_jobs(left, "the server shut down before this request finished.")
 
     # ----- the engine thread -----
     def _loop(self) -> None:
@@ -148,7 +188,7 @@ class Batcher:
                     self._step()
                 except Exception as exc:  # a failed forward must not take the server down: fail its rows only
                     log.exception("batch step failed")
-                    self._fail([*self._run.rows, *self._fresh], f"generation failed: {type(exc).__name__}: {exc}")
+                    fail_jobs([*self._run.rows, *self._fresh], f"generation failed: {type(exc).__name__}: {exc}")
                     self._run, self._fresh = _Running(), []
 
     def _step(self) -> None:
@@ -257,28 +297,7 @@ class Batcher:
 
     def _accept(self, job: Job, token: int) -> bool:
         """Record a row's new token and tell its request; True when the row is done (or its client left)."""
-        if job.cancelled:
-            return True
-        job.generated += 1
-        if token in self.eos_ids and not job.ignore_eos:
-            return self._finish(job, job.stream.flush(), "stop")
-        delta = job.stream.push(token)
-        if job.stream.stopped:
-            return self._finish(job, delta, "stop")
-        at_context_end = self.context_length is not None and len(job.prompt_ids) + job.generated >= self.context_length
-        if job.generated >= job.max_tokens or at_context_end:
-            return self._finish(job, delta + job.stream.flush(), "length")
-        if delta:
-            job.sink(Event(text=delta, completion_tokens=job.generated))
-        return False
-
-    def _finish(self, job: Job, text: str, reason: str) -> bool:
-        self.stats.completed += 1
-        job.sink(Event(text=text, finish_reason=reason, completion_tokens=job.generated))
-        return True
-
-    @staticmethod
-    def _fail(jobs: list[Job], message: str) -> None:
-        for job in jobs:
-            if not job.cancelled:
-                job.sink(Event(error=message, completion_tokens=job.generated))
+        reason = take_token(job, token, self.eos_ids, self.context_length)
+        if reason is not None and reason != CANCELLED:
+            self.stats.completed += 1
+        return reason is not None

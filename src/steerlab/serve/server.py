@@ -19,6 +19,7 @@ from steerlab.serve.access import KeyRing
 from steerlab.serve.app import create_app
 from steerlab.serve.audit import AuditLog
 from steerlab.serve.batcher import Batcher
+from steerlab.serve.engine import Engine
 from steerlab.serve.registry import Limits, Registry
 from steerlab.serve.service import ServeConfig, Service
 
@@ -39,9 +40,11 @@ def build_service(
     api_keys: str | Path | KeyRing | None = None,
     protect: Sequence[str] = (),
     protect_threshold: float = DEFAULT_THRESHOLD,
+    engine: Engine | None = None,
 ) -> Service:
     """`api_keys`: a key file (or KeyRing); None serves without authentication. `protect`: addresses of protected
-    directions, screened against each request's combined steering (steerlab.guard)."""
+    directions, screened against each request's combined steering (steerlab.guard). `engine`: what generates (None:
+    steerlab's own transformers batcher on `model`; steerlab.vllm.serving gives vLLM's)."""
     registry = Registry(
         model, kits_dir=kits_dir, store=store, default=default, limits=limits, require_trusted=require_trusted
     )
@@ -52,7 +55,7 @@ def build_service(
     guard = build_guard(model, protect, protect_threshold, registry.store) if protect else None
     if guard is not None and default is not None:
         guard.check(registry.resolve(default).kit)  # a default that breaches would refuse every request: say so now
-    batcher = Batcher(model, max_batch=max_batch, max_prefill_tokens=max_prefill_tokens)
+    batcher = engine or Batcher(model, max_batch=max_batch, max_prefill_tokens=max_prefill_tokens)
     return Service(model, registry, batcher, AuditLog(audit_path), config, keys=keys, guard=guard)
 
 

@@ -16,7 +16,8 @@ from steerlab.guard.screen import Guard
 from steerlab.models import LoadedModel
 from steerlab.serve.access import KeyRing, authorize
 from steerlab.serve.audit import AuditLog
-from steerlab.serve.batcher import Batcher, Event, Job
+from steerlab.serve.batcher import Event, Job
+from steerlab.serve.engine import Engine
 from steerlab.serve.errors import ApiError
 from steerlab.serve.keys import ApiKey
 from steerlab.serve.protocol import ChatMessage, SamplingFields, Steering
@@ -90,7 +91,7 @@ class Service:
         self,
         model: LoadedModel,
         registry: Registry,
-        batcher: Batcher,
+        batcher: Engine,
         audit: AuditLog,
         config: ServeConfig,
         keys: KeyRing | None = None,
@@ -108,6 +109,7 @@ class Service:
         """The checks after resolution: what the key may use, then the protected directions (on the combined kit)."""
         if key is not None:
             authorize(key, spec, resolved.kit)
+        self.batcher.check_kit(resolved.kit)
         if self.guard is not None:
             breach = self.guard.screen(resolved.kit)
             if breach is not None:
@@ -169,6 +171,7 @@ class Service:
                     max_tokens=limit,
                     sink=_sink(loop, run.queue, index),
                     ignore_eos=body.ignore_eos,
+                    kit=resolved.kit,
                 )
                 run.jobs.append(job)
                 run.choices.append(Choice(index))

