@@ -102,3 +102,28 @@ def test_publishing_through_the_migrated_store_keeps_tokens_scoped(tmp_path: Pat
     with pytest.raises(Forbidden, match="for namespace 'team', not 'other'"):
         store.publish(make_vector(2).to_bytes(), Publication("other/x@1.0.0"), store.access(OLD_SECRET))
     store.close()
+
+
+def test_a_migration_that_fails_part_way_leaves_the_old_tokens_as_they_were(tmp_path: Path) -> None:
+    """SQLite rebuilds the tokens table. An error after the rename and the new table's creation (here: two old rows
+    that break the new table's unique public_id) rolls the whole rebuild back: the old table and its tokens survive,
+    and once the cause is fixed a later open migrates."""
+    root = tmp_path / "store"
+    _old_catalogue(root, None)
+    path = root / "catalog.sqlite"
+    digest = hashlib.sha256(OLD_SECRET.encode()).hexdigest()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE hub_tokens ADD COLUMN public_id VARCHAR(32)")
+        conn.execute("INSERT INTO hub_tokens (namespace, token_hash, created_at) VALUES ('team', 'x', '2026-01-06')")
+        conn.execute("UPDATE hub_tokens SET public_id = 'tok_same'")
+    with pytest.raises(Exception, match=r"UNIQUE constraint failed: hub_tokens\.public_id"):
+        LocalStore(root)
+    with sqlite3.connect(path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows = conn.execute("SELECT namespace, token_hash FROM hub_tokens ORDER BY id").fetchall()
+        conn.execute("UPDATE hub_tokens SET public_id = NULL WHERE token_hash = 'x'")
+    assert "hub_tokens_before_scopes" not in tables
+    assert rows == [("team", digest), ("team", "x")]
+    store = LocalStore(root)
+    assert store.access(OLD_SECRET).can_write("team")
+    store.close()

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 
 def utcnow() -> datetime:
@@ -204,13 +205,12 @@ def _migrate_tokens(engine: Engine) -> None:
     namespace = next(c for c in tables.get_columns("hub_tokens") if c["name"] == "namespace")
     unique: list[list[str | None]] = [list(u["column_names"]) for u in tables.get_unique_constraints("hub_tokens")]
     unique += [list(ix["column_names"]) for ix in tables.get_indexes("hub_tokens") if ix.get("unique")]
+    if not namespace["nullable"] and engine.dialect.name == "sqlite":
+        _rebuild_sqlite_tokens(engine)
+        unique.append(["public_id"])  # the rebuilt table has the current constraints
     with engine.begin() as conn:
-        if not namespace["nullable"]:
-            if engine.dialect.name == "sqlite":
-                _rebuild_sqlite_tokens(conn)
-                unique.append(["public_id"])  # the rebuilt table has the current constraints
-            else:
-                conn.execute(text("ALTER TABLE hub_tokens ALTER COLUMN namespace DROP NOT NULL"))
+        if not namespace["nullable"] and engine.dialect.name != "sqlite":
+            conn.execute(text("ALTER TABLE hub_tokens ALTER COLUMN namespace DROP NOT NULL"))
         query = text("SELECT id FROM hub_tokens WHERE public_id IS NULL OR principal IS NULL")
         for row_id in conn.execute(query).scalars().all():
             conn.execute(
@@ -224,14 +224,34 @@ def _migrate_tokens(engine: Engine) -> None:
             conn.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS uq_hub_tokens_public_id ON hub_tokens (public_id)"))
 
 
-def _rebuild_sqlite_tokens(conn: Any) -> None:
+def _rebuild_sqlite_tokens(engine: Engine) -> None:
+    """Rebuild hub_tokens with the current schema in one transaction. Python's sqlite3 runs DDL outside any
+    transaction it opens itself, so the statements go as one script between an explicit BEGIN and COMMIT: a crash
+    or an error part-way leaves the old table and its tokens as they were."""
     table = Base.metadata.tables["hub_tokens"]
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
-    conn.execute(text("ALTER TABLE hub_tokens RENAME TO hub_tokens_before_scopes"))
-    conn.execute(text("DROP INDEX IF EXISTS ix_hub_tokens_namespace"))  # it went with the old table; recreated below
-    table.create(conn)
-    conn.execute(text(f"INSERT INTO hub_tokens ({columns}) SELECT {columns} FROM hub_tokens_before_scopes"))
-    conn.execute(text("DROP TABLE hub_tokens_before_scopes"))
+    create = [str(CreateTable(table).compile(dialect=engine.dialect))]
+    create += [str(CreateIndex(ix).compile(dialect=engine.dialect)) for ix in table.indexes]
+    script = [
+        "BEGIN IMMEDIATE",
+        "ALTER TABLE hub_tokens RENAME TO hub_tokens_before_scopes",
+        "DROP INDEX IF EXISTS ix_hub_tokens_namespace",  # it went with the old table; recreated below
+        *create,
+        f"INSERT INTO hub_tokens ({columns}) SELECT {columns} FROM hub_tokens_before_scopes",
+        "DROP TABLE hub_tokens_before_scopes",
+        "COMMIT",
+    ]
+    raw = engine.raw_connection()
+    try:
+        driver: Any = raw.driver_connection  # the sqlite3 connection: executescript is not on the DBAPI
+        try:
+            driver.executescript(";\n".join(script) + ";")
+        except Exception:
+            if driver.in_transaction:
+                driver.rollback()
+            raise
+    finally:
+        raw.close()
 
 
 def new_token_id() -> str:
