@@ -145,7 +145,8 @@ def test_interference_judges_expert_axes_on_their_task(model, experts, capsys, m
     steered = _mean(ABTask().evaluate(model, Setting("x", steering=Kit([KitEntry(experts, 1.5)])), ITEMS)["p_match"])
     assert report.task_effects.effect[1][1] == pytest.approx(steered - plain, abs=1e-9)
     assert "judged on their task metric" in report.notes[0]
-    monkeypatch.setattr(kits.console, "width", 300)
+    # COLUMNS, not console.width: undoing a width setattr would pin the shared console at its old width (80).
+    monkeypatch.setenv("COLUMNS", "300")
     kits.print_report(report)
     printed = capsys.readouterr().out
     assert "- (router offsets)" in printed and "note: axes moe are expert entries" in printed
