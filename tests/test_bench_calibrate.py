@@ -239,3 +239,25 @@ def test_scales_and_doses_together_are_refused():
     with pytest.raises(SteerlabError, match="not both"):
         _grid("0.5", "0.5")
     assert _grid(None, "0.1,0.7") == (None, (0.1, 0.7)) and _grid("1", None) == ((1.0,), None)
+
+
+def test_calibration_on_generated_tokens_is_recorded_in_the_card(model, vector, tmp_path):
+    cal = calibrate(
+        model, ABTask(), vector, ITEMS, 1, [[1]], doses=(0.02,), n_fluency=2, gen_tokens=4, positions="generated"
+    )
+    assert cal.positions == "generated"
+    calibrated = write_to_card(Vector(dict(vector.directions)), cal, "u")
+    assert calibrated.card.recommended_positions == "generated"
+    assert calibrated.card.metadata["calibration"]["positions"] == "generated"
+    with pytest.raises(SteerlabError, match="unknown positions"):
+        calibrate(model, ABTask(), vector, ITEMS, 1, [[1]], doses=(0.02,), positions="middle")  # type: ignore[arg-type]
+
+
+def test_bench_and_calibrate_refuse_unknown_positions_before_loading_a_model(model, vector, tmp_path):
+    out = tmp_path / "bench"
+    result = _invoke(["bench", "--suite", "caa", "--positions", "middle", "--model", "/nonexistent", "--out", str(out)])
+    assert isinstance(result.exception, SteerlabError) and "unknown positions 'middle'" in str(result.exception)
+    assert not out.exists()
+    result = _invoke([*_cli_setup(model, vector, tmp_path), "--positions", "middle"])
+    assert isinstance(result.exception, SteerlabError) and "unknown positions 'middle'" in str(result.exception)
+    assert not (tmp_path / "c.st").exists()

@@ -14,7 +14,7 @@ from steerlab.evaluate.fluency import fluency_scores, repetition_rate
 from steerlab.evaluate.scoring import PLAIN, Setting, continuation_logprobs, render_ids
 from steerlab.evaluate.stats import mean_ci, paired_diff_row, row
 from steerlab.evaluate.tasks import ABTask, ClassifyTask, MCQTask, PairLogprobTask, make_task, mcq_prompt, vader_scorer
-from steerlab.kit import Kit
+from steerlab.kit import Kit, KitEntry
 from steerlab.vector import Vector
 
 
@@ -123,6 +123,56 @@ def test_steering_changes_scores_through_steer(model):
     steered = ABTask().evaluate(model, Setting("s", steering=Kit.single(vec, 2.0)), [item])["p_match"][0]
     assert steered != pytest.approx(plain, abs=1e-6)
     assert ABTask().evaluate(model, PLAIN, [item])["p_match"][0] == pytest.approx(plain)  # hooks were removed
+
+
+def manual_steered_logprob(model, user: str, continuation: str, add: dict[int, torch.Tensor], phases: str) -> float:
+    """Reference for phase-faithful scoring, with its own hooks: the prompt runs as a prefill and the continuation
+    on its cache; `add[l]` goes into block l's output in the phases named ("prompt", "generated" or both)."""
+    prompt = render_ids(model, user, PLAIN)
+    target = list(model.tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    phase = {"now": "prompt"}
+
+    def hook_for(layer):
+        def hook(_m, _a, out):
+            if phase["now"] not in phases:
+                return out
+            hidden = out[0] if isinstance(out, tuple) else out
+            return (hidden + add[layer], *out[1:]) if isinstance(out, tuple) else hidden + add[layer]
+
+        return hook
+
+    blocks = model.hf_model.model.layers
+    handles = [blocks[la].register_forward_hook(hook_for(la)) for la in add]
+    try:
+        with torch.no_grad():
+            first = model.hf_model(input_ids=torch.tensor([prompt]), use_cache=True)
+            total = float(torch.log_softmax(first.logits[0, -1].float(), -1)[target[0]])
+            if len(target) > 1:
+                phase["now"] = "generated"
+                rest = model.hf_model(input_ids=torch.tensor([target[:-1]]), cache=first.past_key_values)
+                logprobs = torch.log_softmax(rest.logits[0].float(), -1)
+                total += sum(float(logprobs[k, tok]) for k, tok in enumerate(target[1:]))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_continuation_scores_steer_the_answer_as_generated_tokens(model, positions):
+    """A kit that steers only generated (or only prompt) positions acts on an answer exactly as it would in
+    generation: the answer's first token is read off the prompt's last position, the rest off generated tokens."""
+    torch.manual_seed(3)
+    vec = Vector({1: torch.randn(model.hidden_size) * 4, 2: torch.randn(model.hidden_size) * 4})
+    kit = Kit([KitEntry(vec, 1.5, positions=positions)])
+    requests = [("Q: 1+1?", ["(A", "(B"]), ("a much longer question here?", ["yes it is", "no"])]
+    got = continuation_logprobs(model, Setting("s", steering=kit), requests, token_budget=64)
+    phases = ("prompt", "generated") if positions == "all" else (positions,)
+    add = {la: 1.5 * d for la, d in vec.directions.items()}
+    for (user, conts), scores in zip(requests, got, strict=True):
+        for cont, score in zip(conts, scores, strict=True):
+            assert score == pytest.approx(manual_steered_logprob(model, user, cont, add, phases), abs=1e-4)
+            assert score != pytest.approx(manual_logprob(model, user, cont), abs=1e-3)
 
 
 def test_vader_scorer_signs():

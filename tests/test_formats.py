@@ -263,3 +263,11 @@ def test_cli_export_and_import(model, tmp_path: Path) -> None:
     assert arr.exit_code == 0, arr.output
     assert Vector.load(tmp_path / "m.safetensors").layers == [0, 1, 2]
     json.dumps(Vector.load(tmp_path / "m.safetensors").card.metadata)  # the card stays JSON-serialisable
+
+
+def test_export_warns_when_the_scale_was_calibrated_on_generated_tokens_only(model, tmp_path: Path) -> None:
+    vec = make_vector(model)
+    vec.card.recommended_positions = "generated"
+    with pytest.warns(UserWarning, match="calibrated on generated tokens only"):
+        path = export_gguf(vec, tmp_path / "gen.gguf", layers=[1, 2])
+    assert json.loads(read_gguf(path)[0]["controlvector.steerlab_card"])["recommended_positions"] == "generated"

@@ -191,3 +191,30 @@ def test_per_row_list_must_match_batch() -> None:
     with pytest.raises(SteerlabError, match="built for 2 rows"), steer(model, [_vector(), None]):
         model.hf_model(torch.tensor([[1, 2], [3, 4], [5, 6]]))
     assert not model.hf_model._forward_pre_hooks
+
+
+def test_a_card_calibrated_on_generated_tokens_steers_them_when_positions_are_left_out(tmp_path) -> None:
+    """What a caller leaves out comes from the card: a vector calibrated on generated tokens leaves the prefill alone,
+    after a save and load too; an explicit `positions` still wins."""
+    model = tiny_model("llama")
+    vec = _vector()
+    vec.card.recommended_positions = "generated"
+    vec = Vector.load(vec.save(tmp_path / "v.safetensors"))
+    assert vec.card.recommended_positions == "generated"
+    assert KitEntry.from_card(vec).positions == "generated"
+    assert KitEntry.from_card(vec, positions="all").positions == "all"
+    with torch.inference_mode():
+        base = model.hf_model(IDS).logits
+        with steer(model, vec, scale=2.0):
+            left_out = model.hf_model(IDS).logits
+        with steer(model, vec, scale=2.0, positions="all"):
+            everywhere = model.hf_model(IDS).logits
+    assert torch.equal(left_out, base)
+    assert not torch.allclose(everywhere, base)
+
+
+def test_a_card_with_unknown_positions_is_a_clear_error() -> None:
+    vec = _vector()
+    vec.card.recommended_positions = "middle"
+    with pytest.raises(SteerlabError, match="unknown positions 'middle'"):
+        KitEntry.from_card(vec)

@@ -41,6 +41,8 @@ class Card:
     diagnostics: dict[int, dict[str, float]] = field(default_factory=dict)
     recommended_layers: list[int] = field(default_factory=list)
     recommended_scale: float = 1.0
+    # Which tokens the calibrated scale was measured on: "all", "prompt" or "generated" (kitschema.Positions).
+    recommended_positions: str = "all"
     name: str = ""
     description: str = ""
     author: str = ""

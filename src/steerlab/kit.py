@@ -49,15 +49,17 @@ class KitEntry:
         vector: Vector,
         scale: float | None = None,
         layers: Sequence[int] | None = None,
-        positions: Positions = "all",
+        positions: Positions | None = None,
         mode: Mode = "add",
     ) -> KitEntry:
         """The one rule for what a caller leaves out. scale None: the card's recommended_scale, which is 1.0 until
         `steerlab calibrate` (or the bench, or the vector's author) sets it. layers None: the card's
-        recommended_layers if it has any, else every layer the vector has."""
+        recommended_layers if it has any, else every layer the vector has. positions None: the card's
+        recommended_positions, where its scale was calibrated ("all" until then)."""
         chosen_scale = vector.card.recommended_scale if scale is None else scale
         chosen_layers = list(layers) if layers is not None else (list(vector.card.recommended_layers) or None)
-        return cls(vector, float(chosen_scale), chosen_layers, positions, mode)
+        chosen_positions = positions or vector.card.recommended_positions
+        return cls(vector, float(chosen_scale), chosen_layers, chosen_positions, mode)  # type: ignore[arg-type]
 
     def active_layers(self) -> list[int]:
         return sorted(self.layers) if self.layers is not None else self.vector.layers

@@ -23,7 +23,7 @@ from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel
 from steerlab.pairs import Pair, PairSet
 from steerlab.prompts import tokenize_side
-from steerlab.tokens import pad_id_of
+from steerlab.tokens import pad_id_of, two_block_layout
 
 
 @dataclass(frozen=True)
@@ -94,16 +94,7 @@ def prepare(model: LoadedModel, pairs: Sequence[TokenizedPair]) -> ScoringBatch:
     for pair in pairs:
         for t in (pair.positive, pair.negative):
             index.setdefault(_key(t), len(index))
-    width = max(len(p) for p, _ in index)
-    keep = max(len(s) for _, s in index)
-    pad = pad_id_of(model.tokenizer)
-    ids = torch.full((len(index), width + keep), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, (prefix, suffix) in enumerate(index):
-        for start, part in ((width - len(prefix), prefix), (width + keep - len(suffix), suffix)):
-            ids[row, start : start + len(part)] = torch.tensor(part, dtype=torch.long)
-            mask[row, start : start + len(part)] = 1
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # real tokens only, as if each row ran alone
+    ids, mask, positions, width = two_block_layout(list(index), pad_id_of(model.tokenizer))
     rows = [(index[_key(p.positive)], index[_key(p.negative)]) for p in pairs]
     device = model.device
     batch = ScoringBatch(list(pairs), ids.to(device), mask.to(device), positions.to(device), width, rows)

@@ -203,7 +203,7 @@ def as_kit(
     what: Steerable,
     scale: float | None = None,
     layers: Sequence[int] | None = None,
-    positions: Positions = "all",
+    positions: Positions | None = None,
     mode: Mode = "add",
 ) -> Kit:
     """A Vector becomes a one-entry kit (what is left out comes from its card: `KitEntry.from_card`); a Kit is
@@ -326,7 +326,7 @@ def compile_plan(
     what: Steerable | Sequence[RowSteering],
     scale: float | None = None,
     layers: Sequence[int] | None = None,
-    positions: Positions = "all",
+    positions: Positions | None = None,
     mode: Mode = "add",
 ) -> Plan:
     """One kit for every row, or a list with one entry per batch row (None = that row is not steered).

@@ -173,15 +173,15 @@ def steer(
     what: Steerable | Sequence[RowSteering],
     scale: float | None = None,
     layers: Sequence[int] | None = None,
-    positions: Positions = "all",
+    positions: Positions | None = None,
     mode: Mode = "add",
 ) -> Iterator[Plan]:
     """Steer `model` inside the block. `what`: a Vector, a Kit, or a list with one of them (or None) per batch row.
 
-    `scale` and `layers` left out (None) come from a Vector's card (`KitEntry.from_card`: its recommended scale,
-    1.0 until calibrated; its recommended layers, else all); a Kit keeps its own. `positions`: "all", "prompt" or
-    "generated" tokens; `mode`: "add", "ablate" (project the direction out, `scale` is the fraction removed) or
-    "add_keep_norm". Nested contexts add up.
+    `scale`, `layers` and `positions` left out (None) come from a Vector's card (`KitEntry.from_card`: its
+    recommended scale, 1.0 until calibrated; its recommended layers, else all; the positions it was calibrated on,
+    else all); a Kit keeps its own. `positions`: "all", "prompt" or "generated" tokens; `mode`: "add", "ablate"
+    (project the direction out, `scale` is the fraction removed) or "add_keep_norm". Nested contexts add up.
     """
     plan = compile_plan(model, what, scale=scale, layers=layers, positions=positions, mode=mode)
     with apply_plan(model, plan):

@@ -59,3 +59,20 @@ def pad_batch(
     # Positions count real tokens only, so a left-padded row sees the same positions as when it runs alone.
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     return ids.to(device), mask.to(device), positions.to(device), offsets
+
+
+def two_block_layout(
+    rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Rows of (head, tail) laid out [pad, head | pad, tail], each block left-padded, so the head block can run as a
+    prefill and the tail block on its cache. Returns ids, attention mask, position ids (real tokens only, as if each
+    row ran alone) and the head block's width."""
+    width = max(len(head) for head, _ in rows)
+    keep = max(len(tail) for _, tail in rows)
+    ids = torch.full((len(rows), width + keep), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, (head, tail) in enumerate(rows):
+        for start, part in ((width - len(head), head), (width + keep - len(tail), tail)):
+            ids[row, start : start + len(part)] = torch.tensor(list(part), dtype=torch.long)
+            mask[row, start : start + len(part)] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp_min(0), width

@@ -13,6 +13,7 @@ from rich.console import Console
 from steerlab.cli.common import STORE_HELP, kit_from_addresses, parse_layers, store_location
 from steerlab.defaults import DEFAULT_MODEL
 from steerlab.errors import SteerlabError
+from steerlab.kitschema import Positions, check_positions
 
 console = Console()
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, local HF folder or .gguf file")]
@@ -29,6 +30,10 @@ CONDITIONS_HELP = (
 RESUME_HELP = (
     "keep the axes a stopped run with the same options already finished in --out, and run only the missing ones "
     "(each finished axis is written at once)"
+)
+POSITIONS_HELP = (
+    "the tokens steering acts on: generated (the answer's, as CAA and the trained methods do), prompt or all; the "
+    "card records them with the calibrated scale"
 )
 DOSES_HELP = "calibration grid as relative doses |s|*sum(|v_l|/h_l) over the window, e.g. 0.1,0.25,0.5,0.7"
 
@@ -90,6 +95,7 @@ def bench_cmd(
         int | None, typer.Option(help="most epochs for LoRA and full fine-tuning (they stop early on validation)")
     ] = None,
     resume: Annotated[bool, typer.Option(help=RESUME_HELP)] = False,
+    positions: Annotated[str, typer.Option(help=POSITIONS_HELP)] = "generated",
 ) -> None:
     """Compare unsteered, steering, prompting, few-shot, LoRA and steering+prompting on held-out items."""
     import torch
@@ -113,6 +119,7 @@ def bench_cmd(
     opts.gen_tokens = gen_tokens or opts.gen_tokens
     opts.n_fluency = n_fluency or opts.n_fluency
     opts.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
+    opts.positions = checked_positions(positions)
     check_methods(opts.methods)  # before the model loads: a typo should not cost a minute
     if conditions is not None:
         opts.conditions = check_conditions(conditions)
@@ -193,6 +200,7 @@ def calibrate_cmd(
         bool,
         typer.Option(help="when nothing fits the budget, still write the gentlest candidate (marked out of budget)"),
     ] = False,
+    positions: Annotated[str, typer.Option(help=POSITIONS_HELP.replace("generated (", "all (default; ", 1))] = "all",
 ) -> None:
     """Pick layers and scale on a validation split; write them into the vector's card.
 
@@ -205,6 +213,7 @@ def calibrate_cmd(
     from steerlab.models import load_model
 
     raw, relative = _grid(scales, doses)
+    chosen_positions = checked_positions(positions)
     vec, target = _one_vector(vector, out, store)
     raw, relative = grid_for(vec, raw, relative)  # before the model loads: a refusal should not cost a minute
     items = load_items(task, eval_path, "eval")[:max_items]
@@ -222,6 +231,7 @@ def calibrate_cmd(
         budget,
         repetition_budget=repetition_budget,
         doses=None if raw else relative or DEFAULT_DOSES,
+        positions=chosen_positions,
     )
     summary = _calibration_line(cal)
     if not cal.within_budget and not force:
@@ -235,12 +245,18 @@ def calibrate_cmd(
     console.print(f"{summary}; wrote {target}" + ("" if cal.within_budget else " (marked out of budget: --force)"))
 
 
+def checked_positions(positions: str) -> Positions:
+    """The --positions value, refused before the model loads when it names no positions."""
+    check_positions(positions)
+    return positions  # type: ignore[return-value]
+
+
 def _calibration_line(cal: Any) -> str:
     chosen = next(p for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
     state = "within" if cal.within_budget else "OUTSIDE"
     unit = "router offsets" if cal.site == "router" else f"dose {cal.dose:.3g}"
     return (
-        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g} ({unit}): {cal.metric} "
+        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g} ({unit}, {cal.positions} tokens): {cal.metric} "
         f"{cal.base_metric:.3f} -> "
         f"{chosen.metric:.3f}, fluency {chosen.fluency:.3f} vs floor {cal.fluency_floor:.3f}, {state} budget"
     )

@@ -31,7 +31,8 @@ from steerlab.errors import SteerlabError
 from steerlab.evaluate.fluency import fluency_scores
 from steerlab.evaluate.scoring import PLAIN, Setting, generate_texts
 from steerlab.evaluate.tasks import Task
-from steerlab.kit import Kit
+from steerlab.kit import Kit, Positions
+from steerlab.kitschema import check_positions
 from steerlab.models import LoadedModel
 from steerlab.residual_norms import measure_residual_norms
 from steerlab.vector import ExpertVector, Vector
@@ -78,6 +79,7 @@ class Calibration:
     grid_unit: str = "scale"  # what the grid was given in: "scale" (raw magnitudes) or "dose"
     site: str = "residual"  # what the vector steers: "residual" or "router" (an expert vector's logit offsets)
     residual_norms: dict[str, float] = field(default_factory=dict)  # h per block (str keys: JSON-safe in the card)
+    positions: str = "all"  # the tokens every candidate steered: "all", "prompt" or "generated"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,13 +135,16 @@ def calibrate(
     gen_tokens: int = 24,
     repetition_budget: float = DEFAULT_REPETITION_BUDGET,
     doses: Sequence[float] | None = None,
+    positions: Positions = "all",
 ) -> Calibration:
     """Grid over windows x scales (magnitudes; the goal gives the sign), on validation items only.
 
     With `doses`, each window's scales are those doses converted through the residual norms (scales is ignored).
+    `positions`: the tokens each candidate steers; the card records them with the scale they were calibrated at.
     """
     start = time.perf_counter()
     _check_arguments(goal, val_items, doses or scales, repetition_budget)
+    check_positions(positions)
     router = isinstance(vector, ExpertVector)
     if router and doses:
         raise SteerlabError(_NO_EXPERT_DOSE)
@@ -160,12 +165,12 @@ def calibrate(
     cal = Calibration([], 0.0, task.metric, goal, budget, base_metric, base_fluency, floor, False)
     cal.repetition_budget, cal.base_repetition = repetition_budget, base_repetition
     cal.grid_unit, cal.residual_norms = ("dose" if doses else "scale"), {str(la): h for la, h in norms.items()}
-    cal.site = "router" if router else "residual"
+    cal.site, cal.positions = ("router" if router else "residual"), positions
     for window in grid_windows:
         per_scale = math.nan if router else dose_per_scale(vector, norms, window)
         magnitudes = [d / per_scale for d in doses] if doses else list(scales)
         for magnitude in sorted(magnitudes):
-            kit = Kit.single(vector, goal * magnitude, window)
+            kit = Kit.single(vector, goal * magnitude, window, positions)
             metric, fluency, repetition = probe.measure(Setting(f"steering@{goal * magnitude:g}", steering=kit))
             ok = _fits(cal, fluency, repetition)
             effect = goal * (metric - base_metric)
@@ -259,12 +264,13 @@ def scale_for_dose(
 
 
 def write_to_card(vector: Vector, cal: Calibration, task_name: str) -> Vector:
-    """Record the chosen layers and scale in the card (details, the dose too, in card.metadata['calibration']).
+    """Record the chosen layers, scale and positions in the card (details and the dose in metadata['calibration']).
 
     An out-of-budget choice is written only on request (`steerlab calibrate --force`); the card then says so in
     `calibration.within_budget` (False) and `calibration.out_of_budget` (True), so nobody mistakes it for a safe dose.
     """
     vector.card.recommended_layers = list(cal.layers)
     vector.card.recommended_scale = float(cal.scale)
+    vector.card.recommended_positions = cal.positions
     vector.card.metadata["calibration"] = {"task": task_name, **cal.as_dict(), "out_of_budget": not cal.within_budget}
     return vector

@@ -7,7 +7,7 @@ from typing import Any
 
 from steerlab.evaluate.scoring import Setting
 from steerlab.evaluate.tasks import Task
-from steerlab.kit import Kit
+from steerlab.kit import Kit, KitCard, KitEntry
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
@@ -27,7 +27,8 @@ def sweep_name(scale: float) -> str:
 
 
 def steering_kit(vector: Vector, scale: float, layers: Sequence[int]) -> Kit:
-    return Kit.single(vector, scale, list(layers))
+    """The vector at `scale` on `layers`, on the positions its card was calibrated on (all until calibrated)."""
+    return Kit([KitEntry.from_card(vector, scale, list(layers))], KitCard(name=vector.card.name))
 
 
 def build_conditions(

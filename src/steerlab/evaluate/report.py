@@ -141,9 +141,10 @@ def _legend(doc: dict[str, Any]) -> str:
 
 
 def _dose(cal: dict[str, Any]) -> str:
-    """The relative dose of the calibrated scale; runs before doses were recorded show none."""
+    """The relative dose of the calibrated scale, and the tokens it steers; older runs recorded neither."""
     dose = cal.get("dose")
-    return "" if dose is None or math.isnan(dose) else f" (relative dose {dose:.3g})"
+    where = f", {cal['positions']} tokens" if cal.get("positions") else ""
+    return "" if dose is None or math.isnan(dose) else f" (relative dose {dose:.3g}{where})"
 
 
 SMOKE_NOTE = (

@@ -32,7 +32,7 @@ from steerlab.evaluate.sft import SftConfig, TrainedModel
 from steerlab.evaluate.tasks import Scores, Task
 from steerlab.evaluate.windows import adopt_window, extract_per_window
 from steerlab.extraction import extract
-from steerlab.kit import Kit
+from steerlab.kit import Kit, Positions
 from steerlab.methods import method_names
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
@@ -59,6 +59,9 @@ class RunOptions:
     extract_batch: int = 8
     # Steering methods, each its own condition and calibration; the first is the legacy `steering` condition.
     methods: tuple[str, ...] = ("mean_diff",)
+    # The tokens every steering condition steers. "generated": the answer's tokens, not the prompt's, as CAA adds its
+    # vectors after the instruction and as the trained methods are trained; A/B answers are scored the same way.
+    positions: Positions = "generated"
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"preference": {"epochs": 1}}
     log: Callable[[str], None] | None = None  # progress lines (stage and seconds); None = quiet
 
@@ -298,6 +301,7 @@ def _extract_and_calibrate(
         opts.gen_tokens,
         opts.repetition_budget,
         opts.doses,
+        opts.positions,
     )
     _log(
         opts,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from steerlab.errors import SteerlabError
 from steerlab.generation import decode, generate_ids
@@ -18,7 +19,7 @@ from steerlab.kit import Kit
 from steerlab.models import LoadedModel
 from steerlab.prompts import Shot, prompt_ids
 from steerlab.steering import steer
-from steerlab.tokens import pad_batch, pad_id_of, tokenizer_of
+from steerlab.tokens import pad_id_of, tokenizer_of, two_block_layout
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def _batches(order: list[int], sizes: list[int], token_budget: int) -> Iterator[
         yield chunk
 
 
+Row = tuple[int, int, list[int]]  # (request, continuation, its target tokens)
+
+
 @torch.inference_mode()
 def continuation_logprobs(
     base: LoadedModel,
@@ -68,21 +72,29 @@ def continuation_logprobs(
 ) -> list[list[float]]:
     """Summed log-probs of each continuation after its user prompt, under `setting`.
 
-    Continuations that differ only in their last token (A/B letters, MCQ letters) share one forward pass.
+    Scored as the model would produce it: the prompt runs as a prefill, and the continuation's tokens run after it
+    on the prompt's KV cache, as generated tokens. So a kit whose entries steer only "prompt" or only "generated"
+    positions acts on the answer exactly as it would in generation (the first answer token is read off the prompt's
+    last position, which generation also steers as a prompt token). Continuations that differ only in their last
+    token (A/B letters, MCQ letters) share one row.
     """
     model = setting.runner(base)
     tok = model.tokenizer
-    seqs: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
+    seqs: dict[tuple[tuple[int, ...], tuple[int, ...]], list[Row]] = {}
     for r, (user, conts) in enumerate(requests):
-        prompt = render_ids(model, user, setting)
+        prompt = tuple(render_ids(model, user, setting))
+        if not prompt:
+            raise SteerlabError(
+                f"prompt {user!r} renders to no tokens; nothing would predict its answers' first token."
+            )
         for c, cont in enumerate(conts):
             target = list(tok(cont, add_special_tokens=False)["input_ids"])
             if not target:
                 raise SteerlabError(f"continuation {cont!r} renders to no tokens; every answer must be non-empty.")
-            seqs.setdefault(tuple(prompt + target[:-1]), []).append((r, c, target))
+            seqs.setdefault((prompt, tuple(target[:-1])), []).append((r, c, target))
     out = [[0.0] * len(conts) for _, conts in requests]
     keys = list(seqs)
-    sizes = [len(k) for k in keys]
+    sizes = [len(p) + len(s) for p, s in keys]
     order = sorted(range(len(keys)), key=lambda i: -sizes[i])
     with setting.context(model):
         for chunk in _batches(order, sizes, token_budget):
@@ -92,20 +104,33 @@ def continuation_logprobs(
 
 def _score_chunk(
     model: LoadedModel,
-    keys: list[tuple[int, ...]],
-    wanted: list[list[tuple[int, int, list[int]]]],
+    keys: list[tuple[tuple[int, ...], tuple[int, ...]]],
+    wanted: list[list[Row]],
     out: list[list[float]],
 ) -> None:
-    keep = max(len(t) for group in wanted for _, _, t in group)
-    ids, mask, positions, _ = pad_batch([list(k) for k in keys], pad_id_of(model.tokenizer), "left", model.device)
-    logits = model.hf_model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep
+    """Rows laid out [pad, prompt | pad, continuation]: the prompt block is a prefill, the rest runs on its cache."""
+    ids, mask, positions, width = two_block_layout(keys, pad_id_of(model.tokenizer))
+    ids, mask, positions = ids.to(model.device), mask.to(model.device), positions.to(model.device)
+    cache = DynamicCache(config=getattr(model.hf_model, "config", None))
+    first = model.hf_model(
+        input_ids=ids[:, :width],
+        attention_mask=mask[:, :width],
+        position_ids=positions[:, :width],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
     ).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    logprobs = torch.log_softmax(first.float(), dim=-1)
+    if ids.shape[1] > width:
+        rest = model.hf_model(
+            input_ids=ids[:, width:], attention_mask=mask, position_ids=positions[:, width:], cache=cache
+        ).logits
+        # Position 0: the prompt's last token; then the continuation block, whose left padding aligns every row's
+        # continuation to end at the last position.
+        logprobs = torch.cat([logprobs, torch.log_softmax(rest.float(), dim=-1)], dim=1)
     for row, group in enumerate(wanted):
         for r, c, target in group:
-            # The last len(target) positions predict the target tokens (left padding aligns the ends).
-            span = logprobs[row, keep - len(target) :]
+            span = torch.cat([logprobs[row, :1], logprobs[row, logprobs.shape[1] - len(target) + 1 :]])
             out[r][c] = float(span.gather(-1, torch.tensor(target, device=span.device).unsqueeze(-1)).sum())
 
 

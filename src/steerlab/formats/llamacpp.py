@@ -67,6 +67,13 @@ def export_gguf(
     if target.suffix != ".gguf":
         raise SteerlabError(f"a llama.cpp control vector is a .gguf file; {target} has another extension.")
     rows = gguf_directions(vector, layers)
+    if vector.card.recommended_positions != "all":
+        warnings.warn(
+            f"the card's scale was calibrated on {vector.card.recommended_positions} tokens only, but llama.cpp steers "
+            "every token, the prompt's too: recalibrate with `steerlab calibrate --positions all` before relying on "
+            "the recommended scale there.",
+            stacklevel=2,
+        )
     hint = model_hint or resolve_model_hint(vector)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
