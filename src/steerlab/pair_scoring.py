@@ -112,8 +112,8 @@ def prepare(model: LoadedModel, pairs: Sequence[TokenizedPair]) -> ScoringBatch:
     return batch
 
 
-def pair_logps(model: LoadedModel, batch: ScoringBatch) -> torch.Tensor:
-    """[len(batch), 2] summed completion log-probs (positive, negative) under whatever steering is active.
+def suffix_logprobs(model: LoadedModel, batch: ScoringBatch) -> torch.Tensor:
+    """[rows, suffix length, vocab] next-token log-probs over the suffix block, under whatever steering is active.
 
     Runs with the caller's grad mode: under torch.no_grad for references, with grad to train a direction.
     """
@@ -130,7 +130,12 @@ def pair_logps(model: LoadedModel, batch: ScoringBatch) -> torch.Tensor:
         logits_to_keep=keep,
     ).logits
     # At least float32 for the softmax; float64 models (the gradient check) keep their precision.
-    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+
+def pair_logps(model: LoadedModel, batch: ScoringBatch) -> torch.Tensor:
+    """[len(batch), 2] summed completion log-probs (positive, negative) under whatever steering is active."""
+    logprobs = suffix_logprobs(model, batch)
     out = [
         torch.stack(
             [

@@ -37,6 +37,7 @@ from steerlab.methods import register_trainer
 from steerlab.models import LoadedModel
 from steerlab.pair_scoring import ScoringBatch, check_preference_pairs, pair_logps, prepare, tokenize_pairs
 from steerlab.pairs import PairSet, ReadPosition
+from steerlab.preference_anchor import Anchor, anchor_kl, build_anchor
 from steerlab.residual_norms import measure_residual_norms
 from steerlab.steering import steer
 from steerlab.vector import Vector
@@ -56,10 +57,17 @@ class PreferenceConfig:
     eval_every: int = 10  # steps between held-out evaluations
     patience: int = 2  # evaluations without improvement before stopping
     held_out: float = 0.2  # fraction of pairs held out for early stopping (a seeded split)
+    # The fluency anchor (preference_anchor.py): weight of KL(unsteered || steered) per token on the unsteered model's
+    # own continuations of `anchor_prompts` of the pairs' prompts, `anchor_tokens` long. 0 turns it off.
+    fluency_weight: float = 0.0
+    anchor_prompts: int = 8
+    anchor_tokens: int = 24
 
     def __post_init__(self) -> None:
         if not (0 < self.held_out < 1) or self.dose <= 0 or self.lr <= 0 or self.beta <= 0:
             raise SteerlabError("preference training needs 0 < held_out < 1 and positive dose, lr and beta.")
+        if self.fluency_weight < 0 or min(self.anchor_prompts, self.anchor_tokens) < 1:
+            raise SteerlabError("preference training needs fluency_weight >= 0, anchor_prompts and anchor_tokens >= 1.")
         if min(self.epochs, self.pairs_per_step, self.eval_every, self.patience) < 1:
             raise SteerlabError("preference training needs epochs, pairs_per_step, eval_every and patience >= 1.")
 
@@ -70,6 +78,7 @@ class _Split:
 
     batches: list[ScoringBatch]
     references: list[torch.Tensor]
+    anchor: Anchor | None = None  # the fluency anchor, shared by the train and held-out splits
 
     @property
     def n_pairs(self) -> int:
@@ -83,6 +92,7 @@ class _Eval:
     held_out_loss: float
     held_out_accuracy: float
     held_out_accuracy_negative: float
+    anchor_kl: float = math.nan  # the fluency anchor's KL(unsteered || steered) per token, at +v and -v
 
     def row(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
@@ -98,18 +108,29 @@ class _Run:
 
 
 def bipo_loss(
-    model: LoadedModel, directions: Directions, batch: ScoringBatch, reference: torch.Tensor, beta: float
+    model: LoadedModel,
+    directions: Directions,
+    batch: ScoringBatch,
+    reference: torch.Tensor,
+    beta: float,
+    anchor: Anchor | None = None,
+    weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean BiPO loss over `batch` and both signs, and the [2, B] margins m(+v), m(-v), through steerlab.steer."""
+    """The mean BiPO loss over `batch` and both signs, and the [2, B] margins m(+v), m(-v), through steerlab.steer.
+
+    With an `anchor` and a positive `weight`, plus weight x the anchor's KL(unsteered || steered), averaged over signs.
+    """
     vector = Vector(directions)
-    margins = []
+    margins, kl = [], torch.zeros((), device=reference.device, dtype=reference.dtype)
     for sign in (1.0, -1.0):
-        with steer(model, vector, scale=sign):
+        with steer(model, vector, scale=sign, positions="all"):
             shift = pair_logps(model, batch) - reference
+            if anchor is not None and weight > 0:
+                kl = kl + anchor_kl(model, anchor) / 2
         margins.append(shift[:, 0] - shift[:, 1])
     margin = torch.stack(margins)
     signs = torch.tensor([[1.0], [-1.0]], device=margin.device, dtype=margin.dtype)
-    return -torch.nn.functional.logsigmoid(signs * beta * margin).mean(), margin
+    return -torch.nn.functional.logsigmoid(signs * beta * margin).mean() + weight * kl, margin
 
 
 @contextmanager
@@ -144,18 +165,31 @@ def _directions(w: Directions, norms: dict[int, float]) -> Directions:
 
 @torch.no_grad()
 def _evaluate(
-    model: LoadedModel, w: Directions, norms: dict[int, float], split: _Split, beta: float
-) -> tuple[float, float, float]:
-    """Held-out loss, and the fractions of pairs where +v raises (and -v lowers) the margin over unsteered."""
+    model: LoadedModel, w: Directions, norms: dict[int, float], split: _Split, cfg: PreferenceConfig
+) -> tuple[float, float, float, float]:
+    """Held-out loss (with the anchor's weighted KL), the fractions of pairs where +v raises (and -v lowers) the
+    margin over unsteered, and the anchor's KL (NaN without one)."""
     losses, plus, minus = [], [], []
     directions = _directions(w, norms)
     for batch, reference in zip(split.batches, split.references, strict=True):
-        loss, margin = bipo_loss(model, directions, batch, reference, beta)
+        loss, margin = bipo_loss(model, directions, batch, reference, cfg.beta)
         losses.append(float(loss) * len(batch))
         plus += (margin[0] > 0).tolist()
         minus += (margin[1] < 0).tolist()
     n = split.n_pairs
-    return sum(losses) / n, sum(plus) / n, sum(minus) / n
+    kl = _anchor_kl(model, directions, split.anchor)
+    penalty = cfg.fluency_weight * kl if split.anchor is not None else 0.0
+    return sum(losses) / n + penalty, sum(plus) / n, sum(minus) / n, kl
+
+
+def _anchor_kl(model: LoadedModel, directions: Directions, anchor: Anchor | None) -> float:
+    if anchor is None:
+        return math.nan
+    total = 0.0
+    for sign in (1.0, -1.0):
+        with steer(model, Vector(directions), scale=sign, positions="all"):
+            total += float(anchor_kl(model, anchor)) / 2
+    return total
 
 
 def _train(
@@ -168,7 +202,7 @@ def _train(
     seed: int,
     progress: bool,
 ) -> _Run:
-    first = _Eval(0, math.nan, *_evaluate(model, w, norms, held, cfg.beta))
+    first = _Eval(0, math.nan, *_evaluate(model, w, norms, held, cfg))
     run = _Run(best=first, best_w={k: t.detach().clone() for k, t in w.items()}, history=[first])
     params = [t.requires_grad_(True) for t in w.values()]
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
@@ -184,7 +218,9 @@ def _train(
             for i in indices:
                 optimiser.zero_grad()
                 directions = _directions(w, norms)
-                loss, _ = bipo_loss(model, directions, train.batches[i], train.references[i], cfg.beta)
+                loss, _ = bipo_loss(
+                    model, directions, train.batches[i], train.references[i], cfg.beta, train.anchor, cfg.fluency_weight
+                )
                 loss.backward()
                 optimiser.step()
                 run.steps += 1
@@ -214,7 +250,7 @@ def _record(
     bad: int,
 ) -> int:
     """Evaluate on the held-out pairs; keep the direction if it is the best so far. Returns the new patience count."""
-    result = _Eval(run.steps, sum(window) / len(window), *_evaluate(model, w, norms, held, cfg.beta))
+    result = _Eval(run.steps, sum(window) / len(window), *_evaluate(model, w, norms, held, cfg))
     run.history.append(result)
     if result.held_out_loss < run.best.held_out_loss - 1e-6:
         run.best, run.best_w = result, {k: t.detach().clone() for k, t in w.items()}
@@ -260,6 +296,8 @@ def train_preference(
             random.Random(seed).shuffle(shuffled)
             train = _split(model, train_set, shuffled, cfg.pairs_per_step, chat)
         held = _split(model, held_set, range(len(held_set)), max(1, batch_size // 2), chat)
+        if cfg.fluency_weight > 0:
+            train.anchor = held.anchor = build_anchor(model, train_set, cfg.anchor_prompts, cfg.anchor_tokens, chat)
         h = meter.means()
         norms = {layer: cfg.dose / len(chosen) * h[layer] for layer in chosen}
         w = {la: _unit(init.directions[la]).to(device=model.device, dtype=model.dtype) for la in chosen}
@@ -296,6 +334,9 @@ def _write_card(
         "beta": cfg.beta,
         "dose": cfg.dose,
         "lr": cfg.lr,
+        "fluency_weight": cfg.fluency_weight,
+        "anchor_kl": run.best.row()["anchor_kl"],
+        "init_anchor_kl": run.history[0].row()["anchor_kl"],
         "pairs_per_step": cfg.pairs_per_step,
         "seed": seed,
         "layers": layers,
