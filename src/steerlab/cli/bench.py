@@ -254,9 +254,9 @@ def checked_positions(positions: str) -> Positions:
 def _calibration_line(cal: Any) -> str:
     chosen = next(p for p in cal.grid if p.layers == cal.layers and p.scale == cal.scale)
     state = "within" if cal.within_budget else "OUTSIDE"
-    unit = "router offsets" if cal.site == "router" else f"dose {cal.dose:.3g}"
+    unit = "router offsets" if cal.site == "router" else f"dose {cal.dose:.3g}, {cal.positions} tokens"
     return (
-        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g} ({unit}, {cal.positions} tokens): {cal.metric} "
+        f"layers {cal.layers[0]}-{cal.layers[-1]}, scale {cal.scale:g} ({unit}): {cal.metric} "
         f"{cal.base_metric:.3f} -> "
         f"{chosen.metric:.3f}, fluency {chosen.fluency:.3f} vs floor {cal.fluency_floor:.3f}, {state} budget"
     )
