@@ -51,17 +51,21 @@ class PreferenceConfig:
 
     beta: float = 0.1  # DPO's customary temperature: margins of a few nats stay in sigmoid's sloped part
     dose: float = 0.5  # total relative dose over the trained layers (coherence is reported to collapse near 1.9)
-    lr: float = 0.005  # Adam on unit-norm directions: about a 0.3 degree turn per step per coordinate
-    epochs: int = 4  # most passes over the training pairs
+    # Measured on CAA corrigibility (64 pairs, SmolLM2-135M): 4 epochs at lr 0.005 stopped with the held-out loss
+    # still falling (0.70 -> 0.59 in 28 steps); 20 epochs at 0.01 find their best step after 100-120 steps.
+    lr: float = 0.01  # Adam on unit-norm directions
+    epochs: int = 20  # most passes over the training pairs; early stopping usually ends it first
     pairs_per_step: int = 8
     eval_every: int = 10  # steps between held-out evaluations
-    patience: int = 2  # evaluations without improvement before stopping
+    patience: int = 3  # evaluations without improvement before stopping
     held_out: float = 0.2  # fraction of pairs held out for early stopping (a seeded split)
     # The fluency anchor (preference_anchor.py): weight of KL(unsteered || steered) per token on the unsteered model's
-    # own continuations of `anchor_prompts` of the pairs' prompts, `anchor_tokens` long. 0 turns it off.
-    fluency_weight: float = 0.0
-    anchor_prompts: int = 8
-    anchor_tokens: int = 24
+    # own continuations of `anchor_prompts` of the pairs' prompts, `anchor_tokens` long. 0 turns it off. On CAA
+    # corrigibility, 0.5 cut the anchor's KL from 0.31 to 0.08 nats per token and kept generations within the bench's
+    # fluency budget at half the trained dose; 2.0 kept fluency at the full dose but left a third of the effect.
+    fluency_weight: float = 0.5
+    anchor_prompts: int = 4
+    anchor_tokens: int = 16
 
     def __post_init__(self) -> None:
         if not (0 < self.held_out < 1) or self.dose <= 0 or self.lr <= 0 or self.beta <= 0:
