@@ -7,8 +7,9 @@ from typing import Any
 
 from steerlab.evaluate.scoring import Setting
 from steerlab.evaluate.tasks import Task
-from steerlab.kit import Kit, KitCard, KitEntry
+from steerlab.kit import Kit
 from steerlab.models import LoadedModel
+from steerlab.plan import as_kit
 from steerlab.vector import Vector
 
 # Further steering methods (`steering:<method>`) run right after `steering`.
@@ -28,7 +29,7 @@ def sweep_name(scale: float) -> str:
 
 def steering_kit(vector: Vector, scale: float, layers: Sequence[int]) -> Kit:
     """The vector at `scale` on `layers`, on the positions its card was calibrated on (all until calibrated)."""
-    return Kit([KitEntry.from_card(vector, scale, list(layers))], KitCard(name=vector.card.name))
+    return as_kit(vector, scale, list(layers))
 
 
 def build_conditions(
