@@ -97,3 +97,25 @@ def test_resume_refuses_a_run_that_recorded_no_settings(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"meta": {"suite": "seed"}, "tasks": []}))
     with pytest.raises(SteerlabError, match="did not record its settings"):
         plan_resume(tmp_path, [_spec("first", 0)], _meta(OPTS)["settings"])
+
+
+def test_the_settings_record_a_trainers_full_config_so_a_changed_default_is_noticed(tmp_path):
+    from steerlab.preference import PreferenceConfig
+
+    opts = replace(OPTS, methods=("mean_diff", "preference"), method_options={"preference": {"epochs": 2}})
+    recorded = run_settings(opts, model="tiny")["method_settings"]
+    assert recorded["mean_diff"] == {}
+    assert recorded["preference"]["epochs"] == 2
+    assert recorded["preference"]["fluency_weight"] == PreferenceConfig().fluency_weight  # a default, not given
+    # An earlier run made under another default of the trainer is refused, naming the key.
+    earlier = run_settings(opts)
+    earlier["method_settings"]["preference"]["lr"] = 0.005
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"settings": earlier}, "tasks": []}))
+    with pytest.raises(SteerlabError, match="other settings \\(method_settings\\)"):
+        plan_resume(tmp_path, [_spec("first", 0)], run_settings(opts))
+
+
+def test_an_unknown_trainer_option_is_refused_when_the_settings_are_recorded():
+    opts = replace(OPTS, methods=("preference",), method_options={"preference": {"epochz": 2}})
+    with pytest.raises(SteerlabError, match=r"unknown option for method 'preference'.*epochs"):
+        run_settings(opts)

@@ -35,6 +35,9 @@ class Method:
 METHODS: dict[str, Method] = {}
 Trainer = Callable[..., Any]  # returns a Vector; Any keeps this module free of the vector/model imports
 TRAINERS: dict[str, Trainer] = {}
+# A trainer's effective settings (its config's defaults filled in from the options given), so a bench run can record
+# them and `--resume` notices when a library default changed between runs.
+TRAINER_SETTINGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 TRAINER_MODULES = {"preference": "steerlab.preference"}  # imported on first use: they import torch-heavy paths
 
 
@@ -46,12 +49,23 @@ def register(name: str, needs_examples: bool) -> Callable[[Callable[[LayerData],
     return wrap
 
 
-def register_trainer(name: str) -> Callable[[Trainer], Trainer]:
+def register_trainer(
+    name: str, settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> Callable[[Trainer], Trainer]:
     def wrap(fn: Trainer) -> Trainer:
         TRAINERS[name] = fn
+        if settings is not None:
+            TRAINER_SETTINGS[name] = settings
         return fn
 
     return wrap
+
+
+def effective_settings(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings method `name` runs with given `options`: a trainer's full config, else the options as given."""
+    if get_trainer(name) is None or name not in TRAINER_SETTINGS:
+        return dict(options)
+    return TRAINER_SETTINGS[name](options)
 
 
 def method_names() -> list[str]:

@@ -262,7 +262,19 @@ def _record(
     return bad + 1
 
 
-@register_trainer("preference")
+def _config(options: dict[str, Any]) -> PreferenceConfig:
+    try:
+        return PreferenceConfig(**options)
+    except TypeError as exc:
+        known = ", ".join(f.name for f in dataclasses.fields(PreferenceConfig))
+        raise SteerlabError(f"unknown option for method 'preference' ({exc}); it takes: {known}, seed.") from exc
+
+
+def _settings(options: dict[str, Any]) -> dict[str, Any]:
+    return dataclasses.asdict(_config(options))
+
+
+@register_trainer("preference", settings=_settings)
 def train_preference(
     model: LoadedModel,
     pairs: PairSet,
@@ -282,11 +294,7 @@ def train_preference(
     """
     from steerlab.extraction import extract  # extraction dispatches here, so import it late
 
-    try:
-        cfg = PreferenceConfig(**options)
-    except TypeError as exc:
-        known = ", ".join(f.name for f in dataclasses.fields(PreferenceConfig))
-        raise SteerlabError(f"unknown option for method 'preference' ({exc}); it takes: {known}, seed.") from exc
+    cfg = _config(options)
     check_preference_pairs(pairs)
     if validation is None and len(pairs) < 2:
         raise SteerlabError("method 'preference' needs at least 2 pairs: some to train on, some held out.")

@@ -19,6 +19,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.evaluate.report import write_all
 from steerlab.evaluate.runner import RunOptions, TaskResult, TaskSpec, run_task
+from steerlab.methods import effective_settings
 from steerlab.models import LoadedModel
 from steerlab.vector import Vector
 
@@ -28,6 +29,8 @@ def run_settings(opts: RunOptions, **context: Any) -> dict[str, Any]:
     (model, suite, quick)."""
     fields = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name != "log"}
     plain = {k: _plain(v) for k, v in fields.items()}
+    # The trainers' defaults decide numbers too, and they change between versions; method_options alone misses that.
+    plain["method_settings"] = {m: effective_settings(m, opts.method_options.get(m, {})) for m in opts.methods}
     return json.loads(json.dumps({**context, **plain}, default=str))
 
 
