@@ -119,6 +119,7 @@ class VllmEngine:
         self._thread = threading.Thread(target=self._loop.run_forever, name="steerlab-vllm", daemon=True)
         self._engine: Any = None
         self._closed = threading.Event()
+        self._lock = threading.Lock()  # orders close() against the end of start-up (see _build)
 
     @property
     def active(self) -> int:
@@ -133,7 +134,11 @@ class VllmEngine:
         """Build the engine (minutes on a CPU: vLLM loads and, unless enforce_eager, compiles the model)."""
         self._plugin_environment()
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._build(), self._loop).result()
+        try:
+            asyncio.run_coroutine_threadsafe(self._build(), self._loop).result()
+        except BaseException:
+            self._stop_loop(30.0)
+            raise
         return self
 
     def submit(self, job: Job) -> None:
@@ -143,18 +148,24 @@ class VllmEngine:
         asyncio.run_coroutine_threadsafe(self._generate(job), self._loop)
 
     def close(self, timeout: float = 30.0) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            starting = self._engine is None
         fail_jobs(list(self._running), "the server shut down before this request finished.")
-        if self._thread.is_alive():
-            done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-            try:
-                done.result(timeout)
-            except (concurrent.futures.TimeoutError, RuntimeError) as exc:
-                log.warning("vLLM did not shut down cleanly: %s", exc)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
+        if starting or not self._thread.is_alive():
+            return  # never started, or still starting: _build shuts vLLM down as soon as it is up, start() the loop
+        done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        try:
+            done.result(timeout)
+        except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+            log.warning("vLLM did not shut down cleanly: %s", exc)
+        self._stop_loop(timeout)
+
+    def _stop_loop(self, timeout: float) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
 
     # ----- on the engine's loop -----
     def _plugin_environment(self) -> None:
@@ -184,7 +195,14 @@ class VllmEngine:
             enable_prefix_caching=o.enable_prefix_caching,
             disable_log_stats=True,
         )
-        self._engine = AsyncLLM.from_engine_args(args)
+        engine = AsyncLLM.from_engine_args(args)
+        with self._lock:
+            if self._closed.is_set():
+                # close() ran while vLLM was starting (minutes, with this loop blocked): nobody else will shut this
+                # engine down, and its engine-core process would outlive the server.
+                engine.shutdown()
+                raise SteerlabError("the vLLM engine was closed while it was starting.")
+            self._engine = engine
 
     async def _shutdown(self) -> None:
         if self._engine is not None:
