@@ -73,7 +73,7 @@ def test_cli_norms_writes_what_a_store_reads(cli_server, tmp_path: Path) -> None
     ("flags", "message"),
     [
         (["--engine", "tgi"], "use transformers or vllm"),
-        (["--engine", "vllm", "--protect", "starter/refusal"], "--protect needs --engine transformers"),
+        (["--engine", "vllm", "--device", "cpu"], "--device is for --engine transformers"),
     ],
 )
 def test_cli_engine_flags_are_checked_before_any_model_loads(flags: list[str], message: str) -> None:
@@ -81,7 +81,7 @@ def test_cli_engine_flags_are_checked_before_any_model_loads(flags: list[str], m
     vLLM is missing (this virtualenv), --engine vllm says so and where it is."""
     import importlib.util
 
-    if "--protect" in flags and importlib.util.find_spec("vllm") is None:
+    if "--device" in flags and importlib.util.find_spec("vllm") is None:
         flags, message = ["--engine", "vllm"], "needs vLLM in this Python"
     done = subprocess.run(
         [sys.executable, "-m", "steerlab", "serve", "--model", "/nonexistent", *flags],

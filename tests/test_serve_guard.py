@@ -112,3 +112,29 @@ def test_a_default_kit_that_cancels_a_protected_direction_stops_the_start(tmp_pa
     Vector({la: -5 * d for la, d in guarded.directions.items()}, Card(name="sunny")).save(kits / "sunny.safetensors")
     with pytest.raises(ProtectedDirectionError, match="'guarded'"):
         build_service(tiny_model("llama"), kits_dir=kits, default="sunny", protect=[str(protected)])
+
+
+def test_given_reference_norms_replace_the_measured_ones(tmp_path) -> None:
+    """`--protect-norms` (and the vLLM engine, whose model runs no forward here): doses are taken against the norms
+    given, so doubling them halves what a request's scale counts for."""
+    from steerlab.guard.norms import write_norms
+    from steerlab.serve.server import build_guard
+
+    guarded, _benign = _unit_vectors(2)
+    protected = str(guarded.save(tmp_path / "guarded.safetensors"))
+    model = tiny_model("llama")
+    measured = build_guard(model, [protected], 0.2).protected[0].norms
+    doubled = {la: 2 * h for la, h in measured.items()}
+    service = build_service(model, protect=[protected], protect_norms=doubled)
+    assert service.guard is not None and service.guard.protected[0].norms == doubled
+    # The CLI's path: a norms file written by `steerlab serve norms`, read back by --protect-norms.
+    from steerlab.cli.serve_vllm import guard_norms
+
+    path = write_norms(tmp_path / "norms.json", "tiny", model.fingerprint, doubled)
+    assert guard_norms("transformers", model, [protected], path) == pytest.approx(doubled, rel=1e-5)
+    assert guard_norms("transformers", model, [protected], None) is None  # measured on the served model
+    # vLLM: the norms shipped for the served model; none are shipped for the tiny one, and the error says what to do.
+    from steerlab.errors import SteerlabError
+
+    with pytest.raises(SteerlabError, match="--protect-norms FILE"):
+        guard_norms("vllm", model, [protected], None)

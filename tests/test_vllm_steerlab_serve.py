@@ -1,7 +1,8 @@
 """`steerlab serve --engine vllm` (real vLLM in .venv-vllm, a real server on loopback) against `steerlab serve` on
 transformers (the default engine, in this virtualenv): the same OpenAI routes, `steering` body, limits, 4xx errors,
-audit log and page, and the same greedy answers for most requests. With 2 steering slots for up to 8 sequences,
-concurrent requests with more distinct kits than slots all complete, each equal to the same request served alone.
+audit log, page and --protect guard, and the same greedy answers for most requests. With 2 steering slots for up to
+8 sequences, concurrent requests with more distinct kits than slots all complete, each equal to the same request
+served alone.
 Skipped, saying why, only when `make vllm` has not installed vLLM."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def kits(tmp_path_factory) -> Path:
     from steerlab.vector import Vector
 
     folder = tmp_path_factory.mktemp("kits")
-    for name in ("happy", "angry", "formal"):
+    for name in ("happy", "angry", "formal", "refusal"):
         shutil.copy(STARTER / f"{name}.safetensors", folder / f"{name}.safetensors")
     Vector({3: torch.randn(64)}, Card(name="tiny", hidden_size=64, base_model="tiny-llama")).save(
         folder / "tiny.safetensors"
@@ -83,6 +84,8 @@ def vllm_server(kits: Path, tmp_path_factory) -> Iterator[tuple[str, Path]]:
         "--enforce-eager",
         "--audit-log",
         str(audit),
+        "--protect",  # doses against the norms shipped for the default model (vLLM's model runs no forward here)
+        str(kits / "refusal.safetensors"),
     ]
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "VLLM_CPU_KVCACHE_SPACE": "1"}
     log = (tmp / "server.log").open("w")
@@ -102,7 +105,8 @@ def hf_server(kits: Path) -> Iterator[str]:
     from steerlab.serve.server import BackgroundServer, build_service
 
     model = steerlab.load_model("smollm2-135m")
-    with BackgroundServer(build_service(model, kits_dir=kits, max_batch=8)) as server:
+    service = build_service(model, kits_dir=kits, max_batch=8, protect=[str(kits / "refusal.safetensors")])
+    with BackgroundServer(service) as server:
         yield server.url
 
 
@@ -166,6 +170,7 @@ def test_bad_input_gets_the_same_4xx_and_the_engine_keeps_serving(vllm_server, h
         ([{"vector": "happy", "layers": [999]}], 400, "invalid_layers"),
         ([{"vector": "happy", "weight": 1}], 400, "malformed_body"),
         (42, 400, "malformed_body"),
+        ([{"vector": "refusal", "scale": -4.0}], 400, "protected_direction"),  # --protect on both engines
     ]
     for steering, status, code in bad:
         mine, theirs = chat(url, QUESTIONS[0], steering), chat(hf_server, QUESTIONS[0], steering)

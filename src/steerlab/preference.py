@@ -60,11 +60,13 @@ class PreferenceConfig:
     patience: int = 3  # evaluations without improvement before stopping
     held_out: float = 0.2  # fraction of pairs held out for early stopping (a seeded split)
     # The fluency anchor (preference_anchor.py): weight of KL(unsteered || steered) per token on the unsteered model's
-    # own continuations of `anchor_prompts` of the pairs' prompts, `anchor_tokens` long. 0 turns it off. On CAA
-    # corrigibility, 0.5 cut the anchor's KL from 0.31 to 0.08 nats per token and kept generations within the bench's
-    # fluency budget at half the trained dose; 2.0 kept fluency at the full dose but left a third of the effect.
+    # own continuations of `anchor_prompts` of the pairs' prompts, `anchor_tokens` long. 0 turns it off. Measured on
+    # CAA corrigibility (window 10-14, 50 test questions, fluency judged on 32 generations; the bench's tuning axis):
+    # 4 prompts at weight 0.5 gave +0.113 P(matching) at relative dose 0.35 with fluency out of budget (-0.771
+    # against -0.665 unsteered); 16 prompts gave +0.122 within it (-0.697), at twice the training time. Weight 2.0
+    # kept fluency at the full dose but left a third of the effect; 1.0 trained at dose 1.0 learnt nothing (+0.02).
     fluency_weight: float = 0.5
-    anchor_prompts: int = 4
+    anchor_prompts: int = 16
     anchor_tokens: int = 16
 
     def __post_init__(self) -> None:

@@ -188,7 +188,7 @@ def calibrate_cmd(
     goal: Annotated[int, typer.Option(help="+1: more of the behaviour, -1: less")] = 1,
     window: Annotated[list[str] | None, typer.Option(help="layer window to try, e.g. 10-14 (repeatable)")] = None,
     scales: Annotated[str | None, typer.Option(help="raw scale magnitudes to try (instead of --doses)")] = None,
-    doses: Annotated[str | None, typer.Option(help=DOSES_HELP + " (default 0.1,0.25,0.5,0.7)")] = None,
+    doses: Annotated[str | None, typer.Option(help=DOSES_HELP + " (default 0.1,0.25,0.35,0.5,0.7)")] = None,
     budget: Annotated[float, typer.Option(help="allowed fluency loss (fraction of unsteered log-prob)")] = 0.1,
     repetition_budget: Annotated[
         float, typer.Option(help="allowed rise of the repeated-3-gram share over unsteered generations")

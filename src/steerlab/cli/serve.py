@@ -47,6 +47,13 @@ def serve_cmd(
     protect_threshold: Annotated[
         float | None, typer.Option(help="largest relative dose a request may cancel a protected direction by")
     ] = None,
+    protect_norms: Annotated[
+        Path | None,
+        typer.Option(
+            help="reference residual norms for --protect (`steerlab serve norms`) [default: measured on the served "
+            "model; with --engine vllm, those shipped for it]"
+        ),
+    ] = None,
     engine: Annotated[
         str, typer.Option(help="transformers (steerlab's own batcher) or vllm (vLLM with the steerlab plugin)")
     ] = "transformers",
@@ -59,9 +66,9 @@ def serve_cmd(
     """Serve a model over an OpenAI-compatible API; each request may carry its own steering."""
     if ctx.invoked_subcommand is not None:
         return
-    from steerlab.cli.serve_vllm import check_engine
+    from steerlab.cli.serve_vllm import check_engine, guard_norms
 
-    check_engine(engine, device, protect)  # before torch is imported: a wrong engine is said in a second
+    check_engine(engine, device)  # before torch is imported: a wrong engine is said in a second
     from steerlab.defaults import steerlab_home
     from steerlab.guard.screen import DEFAULT_THRESHOLD
     from steerlab.models import load_model
@@ -98,6 +105,7 @@ def serve_cmd(
         api_keys=api_keys,
         protect=protect or (),
         protect_threshold=DEFAULT_THRESHOLD if protect_threshold is None else protect_threshold,
+        protect_norms=guard_norms(engine, loaded, protect, protect_norms),
         engine=generator,
     )
     guarded = f", protecting {', '.join(service.guard.names)}" if service.guard is not None else ""

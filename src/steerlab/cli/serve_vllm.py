@@ -13,7 +13,7 @@ import typer
 ENGINES = ("transformers", "vllm")
 
 
-def check_engine(engine: str, device: str | None, protect: Sequence[str] | None) -> None:
+def check_engine(engine: str, device: str | None) -> None:
     """The engine flags' errors, before anything heavy is imported."""
     if engine not in ENGINES:
         raise typer.BadParameter(f"--engine {engine!r}: use {' or '.join(ENGINES)}.")
@@ -26,8 +26,18 @@ def check_engine(engine: str, device: str | None, protect: Sequence[str] | None)
         )
     if device is not None:
         raise typer.BadParameter("--device is for --engine transformers; vLLM places the model itself.")
-    if protect:
-        raise typer.BadParameter("--protect needs --engine transformers for now (its norms are measured there).")
+
+
+def guard_norms(engine: str, loaded: Any, protect: Sequence[str] | None, norms_file: Path | None) -> Any:
+    """The reference norms --protect measures doses against: --protect-norms, else for vLLM (whose model steerlab
+    cannot run a forward of) the norms shipped for the served model, else None (measured on the served model)."""
+    from steerlab.guard.norms import read_norms, shipped_norms
+
+    if norms_file is not None:
+        return read_norms(norms_file)
+    if engine == "vllm" and protect:
+        return shipped_norms(loaded.fingerprint, loaded.name)
+    return None
 
 
 def vllm_engine(

@@ -40,7 +40,7 @@ from steerlab.vector import ExpertVector, Vector
 DEFAULT_BUDGET = 0.10
 DEFAULT_REPETITION_BUDGET = 0.10
 DEFAULT_SCALES = (0.125, 0.25, 0.5, 1.0)
-DEFAULT_DOSES = (0.1, 0.25, 0.5, 0.7)  # about 0.7 is reported safe; coherence collapses near 1.9
+DEFAULT_DOSES = (0.1, 0.25, 0.35, 0.5, 0.7)  # about 0.7 is reported safe; coherence collapses near 1.9
 # Multiples of an expert vector's offsets. extract_experts' offsets are selection log-odds (a few logits at most),
 # so 1 shifts each expert's router logit by its log-odds and 4 all but forces the chosen experts.
 DEFAULT_EXPERT_SCALES = (0.5, 1.0, 2.0, 4.0)

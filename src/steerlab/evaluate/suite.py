@@ -187,8 +187,9 @@ def options(quick: bool) -> RunOptions:
     return RunOptions(
         n_windows=3,
         # Doses around the reported safe ~0.7, with 0.05 for axes that break the budget early (the quick classify
-        # axes broke it at raw scale 0.125); 1.0 checks whether more than the safe dose still fits.
-        doses=(0.05, 0.1, 0.25, 0.5, 0.7, 1.0),
+        # axes broke it at raw scale 0.125); 1.0 checks whether more than the safe dose still fits. 0.35: on CAA
+        # corrigibility the trained vector's fluency crossed the budget between 0.25 and 0.5 (the tuning axis).
+        doses=(0.05, 0.1, 0.25, 0.35, 0.5, 0.7, 1.0),
         sweep_doses=(0.25, 0.5, 0.7, 1.0),
         n_fluency=FULL.n_fluency,
         gen_tokens=FULL.gen_tokens,

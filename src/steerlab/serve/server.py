@@ -40,10 +40,12 @@ def build_service(
     api_keys: str | Path | KeyRing | None = None,
     protect: Sequence[str] = (),
     protect_threshold: float = DEFAULT_THRESHOLD,
+    protect_norms: dict[int, float] | None = None,
     engine: Engine | None = None,
 ) -> Service:
     """`api_keys`: a key file (or KeyRing); None serves without authentication. `protect`: addresses of protected
-    directions, screened against each request's combined steering (steerlab.guard). `engine`: what generates (None:
+    directions, screened against each request's combined steering (steerlab.guard), with doses measured against
+    `protect_norms` (None: measured on `model`, which must then run). `engine`: what generates (None:
     steerlab's own transformers batcher on `model`; steerlab.vllm.serving gives vLLM's)."""
     registry = Registry(
         model, kits_dir=kits_dir, store=store, default=default, limits=limits, require_trusted=require_trusted
@@ -52,20 +54,26 @@ def build_service(
         model_id=model_id or model.name, default_max_tokens=default_max_tokens, max_tokens_cap=max_tokens_cap
     )
     keys = KeyRing.load(Path(api_keys)) if isinstance(api_keys, str | Path) else api_keys
-    guard = build_guard(model, protect, protect_threshold, registry.store) if protect else None
+    guard = build_guard(model, protect, protect_threshold, registry.store, protect_norms) if protect else None
     if guard is not None and default is not None:
         guard.check(registry.resolve(default).kit)  # a default that breaches would refuse every request: say so now
     batcher = engine or Batcher(model, max_batch=max_batch, max_prefill_tokens=max_prefill_tokens)
     return Service(model, registry, batcher, AuditLog(audit_path), config, keys=keys, guard=guard)
 
 
-def build_guard(model: LoadedModel, protect: Sequence[str], threshold: float, store: object = None) -> Guard:
-    """Protected directions measured against the served model's own residual norms (store refs: the server's store,
-    else the default local one, which holds the starter pack)."""
+def build_guard(
+    model: LoadedModel,
+    protect: Sequence[str],
+    threshold: float,
+    store: object = None,
+    norms: dict[int, float] | None = None,
+) -> Guard:
+    """Protected directions measured against `norms`, by default the served model's own residual norms (store refs:
+    the server's store, else the default local one, which holds the starter pack)."""
     from steerlab.guard.norms import measure_reference_norms
     from steerlab.guard.protected import load_protected
 
-    norms = measure_reference_norms(model)
+    norms = norms if norms is not None else measure_reference_norms(model)
     return Guard([load_protected(address, norms, store, model) for address in protect], threshold)
 
 
