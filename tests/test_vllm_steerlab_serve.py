@@ -170,7 +170,8 @@ def test_bad_input_gets_the_same_4xx_and_the_engine_keeps_serving(vllm_server, h
         ([{"vector": "happy", "layers": [999]}], 400, "invalid_layers"),
         ([{"vector": "happy", "weight": 1}], 400, "malformed_body"),
         (42, 400, "malformed_body"),
-        ([{"vector": "refusal", "scale": -4.0}], 400, "protected_direction"),  # --protect on both engines
+        # --protect on both engines: -4 x refusal over blocks 12-24 is a relative dose far above the 0.2 threshold.
+        ([{"vector": "refusal", "scale": -4.0, "layers": list(range(12, 25))}], 400, "protected_direction"),
     ]
     for steering, status, code in bad:
         mine, theirs = chat(url, QUESTIONS[0], steering), chat(hf_server, QUESTIONS[0], steering)
