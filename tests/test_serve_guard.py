@@ -128,13 +128,15 @@ def test_given_reference_norms_replace_the_measured_ones(tmp_path) -> None:
     service = build_service(model, protect=[protected], protect_norms=doubled)
     assert service.guard is not None and service.guard.protected[0].norms == doubled
     # The CLI's path: a norms file written by `steerlab serve norms`, read back by --protect-norms.
-    from steerlab.cli.serve_vllm import guard_norms
+    from steerlab.guard.norms import read_norms
 
     path = write_norms(tmp_path / "norms.json", "tiny", model.fingerprint, doubled)
-    assert guard_norms("transformers", model, [protected], path) == pytest.approx(doubled, rel=1e-5)
-    assert guard_norms("transformers", model, [protected], None) is None  # measured on the served model
-    # vLLM: the norms shipped for the served model; none are shipped for the tiny one, and the error says what to do.
+    assert read_norms(path) == pytest.approx(doubled, rel=1e-5)
+    # vLLM's model is a weightless skeleton: the norms shipped for it; none are shipped for the tiny one, and the
+    # error says what to do.
     from steerlab.errors import SteerlabError
+    from steerlab.vllm.target import build_target
 
+    skeleton = build_target(model.hf_model.config, "tiny", torch.device("cpu"), torch.float32)
     with pytest.raises(SteerlabError, match="--protect-norms FILE"):
-        guard_norms("vllm", model, [protected], None)
+        build_guard(skeleton, [protected], 0.2)

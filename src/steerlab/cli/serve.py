@@ -66,10 +66,11 @@ def serve_cmd(
     """Serve a model over an OpenAI-compatible API; each request may carry its own steering."""
     if ctx.invoked_subcommand is not None:
         return
-    from steerlab.cli.serve_vllm import check_engine, guard_norms
+    from steerlab.cli.serve_vllm import check_engine
 
     check_engine(engine, device)  # before torch is imported: a wrong engine is said in a second
     from steerlab.defaults import steerlab_home
+    from steerlab.guard.norms import read_norms
     from steerlab.guard.screen import DEFAULT_THRESHOLD
     from steerlab.models import load_model
     from steerlab.serve.registry import Limits
@@ -105,7 +106,7 @@ def serve_cmd(
         api_keys=api_keys,
         protect=protect or (),
         protect_threshold=DEFAULT_THRESHOLD if protect_threshold is None else protect_threshold,
-        protect_norms=guard_norms(engine, loaded, protect, protect_norms),
+        protect_norms=None if protect_norms is None else read_norms(protect_norms),
         engine=generator,
     )
     guarded = f", protecting {', '.join(service.guard.names)}" if service.guard is not None else ""

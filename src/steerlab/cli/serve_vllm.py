@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,6 @@ def check_engine(engine: str, device: str | None) -> None:
         )
     if device is not None:
         raise typer.BadParameter("--device is for --engine transformers; vLLM places the model itself.")
-
-
-def guard_norms(engine: str, loaded: Any, protect: Sequence[str] | None, norms_file: Path | None) -> Any:
-    """The reference norms --protect measures doses against: --protect-norms, else for vLLM (whose model steerlab
-    cannot run a forward of) the norms shipped for the served model, else None (measured on the served model)."""
-    from steerlab.guard.norms import read_norms, shipped_norms
-
-    if norms_file is not None:
-        return read_norms(norms_file)
-    if engine == "vllm" and protect:
-        return shipped_norms(loaded.fingerprint, loaded.name)
-    return None
 
 
 def vllm_engine(

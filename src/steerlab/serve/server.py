@@ -45,7 +45,7 @@ def build_service(
 ) -> Service:
     """`api_keys`: a key file (or KeyRing); None serves without authentication. `protect`: addresses of protected
     directions, screened against each request's combined steering (steerlab.guard), with doses measured against
-    `protect_norms` (None: measured on `model`, which must then run). `engine`: what generates (None:
+    `protect_norms` (None: see build_guard). `engine`: what generates (None:
     steerlab's own transformers batcher on `model`; steerlab.vllm.serving gives vLLM's)."""
     registry = Registry(
         model, kits_dir=kits_dir, store=store, default=default, limits=limits, require_trusted=require_trusted
@@ -68,12 +68,15 @@ def build_guard(
     store: object = None,
     norms: dict[int, float] | None = None,
 ) -> Guard:
-    """Protected directions measured against `norms`, by default the served model's own residual norms (store refs:
-    the server's store, else the default local one, which holds the starter pack)."""
-    from steerlab.guard.norms import measure_reference_norms
+    """Protected directions measured against `norms`, by default the served model's own residual norms, or, for a
+    model without weights here (vLLM's skeleton), the norms shipped for it (store refs: the server's store, else the
+    default local one, which holds the starter pack)."""
+    from steerlab.guard.norms import measure_reference_norms, shipped_norms
     from steerlab.guard.protected import load_protected
 
-    norms = norms if norms is not None else measure_reference_norms(model)
+    if norms is None:
+        weightless = any(p.is_meta for p in model.hf_model.parameters())
+        norms = shipped_norms(model.fingerprint, model.name) if weightless else measure_reference_norms(model)
     return Guard([load_protected(address, norms, store, model) for address in protect], threshold)
 
 
