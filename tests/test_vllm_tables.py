@@ -12,6 +12,7 @@ from steerlab.kit import Kit, KitCard, KitEntry
 from steerlab.plan import GENERATED, PROMPT, compile_row, stack_rows
 from steerlab.steering import apply_ops
 from steerlab.vector import Vector
+from steerlab.vllm import op
 from steerlab.vllm.op import steer_
 from steerlab.vllm.slots import SlotPool
 from steerlab.vllm.tables import NO_STEERING, SlotTables, TableShape, row_of
@@ -47,10 +48,16 @@ def tables_for(model, rows) -> SlotTables:
     return tables
 
 
+@pytest.mark.parametrize("capturing", [False, True])
 @pytest.mark.parametrize("split", [True, False])
-def test_op_matches_the_hooks_for_every_mode_and_position(model, split: bool) -> None:
+def test_op_matches_the_hooks_for_every_mode_and_position(model, split: bool, capturing: bool, monkeypatch) -> None:
     rows = [compile_row(model, kit) for kit in kits(model)]
     tables = tables_for(model, rows)
+    if capturing:
+        # What a CUDA graph replays: the path recorded at warm-up, when the host-side flags said nothing is
+        # steered. The op must not have followed them, so the replay still computes every kit.
+        monkeypatch.setattr(op, "_capturing", lambda: True)
+        tables.live.zero_()
     # Eight tokens: each kit's prompt and generated tokens, and two unsteered ones.
     token_kit = [0, 0, 1, 1, 2, 2, None, None]
     token_phase = [PROMPT, GENERATED] * 4
@@ -70,6 +77,17 @@ def test_op_matches_the_hooks_for_every_mode_and_position(model, split: bool) ->
         steer_(hidden, residual, *tables.layer_buffers(layer))
         got = hidden + residual if split else hidden
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unsteered_tokens_keep_their_exact_values_beside_an_ablating_kit(model) -> None:
+    rows = [compile_row(model, kits(model)[1])]  # ablation and norm-keeping: the whole-stream path
+    tables = tables_for(model, rows)
+    tables.set_token_rows(torch.tensor([row_of(1, 0), NO_STEERING, NO_STEERING]))
+    hidden = torch.randn(3, model.hidden_size).to(torch.bfloat16)
+    residual = (torch.randn(3, model.hidden_size) * 50).to(torch.bfloat16)
+    before = hidden.clone()
+    steer_(hidden, residual, *tables.layer_buffers(1))
+    assert torch.equal(hidden[1:], before[1:]) and not torch.equal(hidden[0], before[0])
 
 
 def test_cleared_slot_reads_as_unsteered(model) -> None:

@@ -9,6 +9,12 @@ vLLM's decoder layers return `(hidden, residual)` with the residual add deferred
 residual stream that steerlab's vectors are defined on is `hidden + residual`. Pure additions go into `hidden`
 (the sum moves by exactly the vector); ablation and norm-keeping need the whole stream, so they are computed on the
 sum and written back as `steered - residual`.
+
+The host-side `live` flags let an eager or compiled step skip work, but a CUDA graph replays only the kernels its
+capture recorded: Python control flow taken at capture is frozen. vLLM captures its graphs at warm-up, when no slot
+is filled yet, so a capture that followed the flags would record no steering at all and replay none. While a graph
+is being captured the op therefore records the whole computation (every ablation column, norm-keeping under its
+per-row flag); zero rows make each part a no-op, and later fills change what the replay computes.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ def _steer_impl(
     """hidden [T, H] (mutated); residual [T, H] or empty; token_rows [>=T] int64; add [R, H]; units [R, K, H];
     coefs [R, K]; keep_norm [R]; live [3] int64 on the host:
     (anything steered here, ablations in use, any norm kept)."""
-    steered_any, n_ablate, any_keep = (int(x) for x in live.tolist())
+    if _capturing():
+        steered_any, n_ablate, any_keep = 1, units.shape[1], 1
+    else:
+        steered_any, n_ablate, any_keep = (int(x) for x in live.tolist())
     if not steered_any:
         return
     rows = token_rows[: hidden.shape[0]]
@@ -52,7 +61,14 @@ def _steer_impl(
         rescaled = stream * (before / stream.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         keep = keep_norm.index_select(0, rows).to(torch.bool).unsqueeze(-1)
         stream = torch.where(keep, rescaled, stream)
-    hidden.copy_(stream - residual if split else stream)
+    # Unsteered tokens keep their exact values: (hidden + residual) - residual is not hidden in low precision.
+    steered = (rows != 0).unsqueeze(-1)
+    hidden.copy_(torch.where(steered, stream - residual if split else stream, hidden))
+
+
+def _capturing() -> bool:
+    """Whether a CUDA graph is being recorded on the current stream (see the module note)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def register() -> None:
