@@ -31,6 +31,7 @@ STEERINGS: list[Any] = [
     [{"vector": "happy", "scale": 1.0, "layers": list(range(8, 21))}],
     [{"vector": "happy", "scale": 0.8, "layers": list(range(10, 19))}, {"vector": "angry", "scale": -0.6}],
     "mix",  # a kit file: add and ablate
+    "gated",  # a conditional kit file: steers generated tokens of the questions its condition holds for
 ]
 
 
@@ -52,7 +53,27 @@ def kits(tmp_path_factory) -> Path:
     mix = [KitEntry(happy, 1.2, list(range(8, 19))), KitEntry(formal, 1.0, list(range(6, 21)), mode="ablate")]
     files = [folder / "happy.safetensors", folder / "formal.safetensors"]
     save_kit(Kit(mix, KitCard(name="mix")), folder / "mix.json", vector_files=files, names=["happy", "formal"])
+    save_gated_kit(folder, happy)
     return folder
+
+
+def save_gated_kit(folder: Path, happy) -> None:
+    """`gated.json`: happy on generated tokens, when a condition holds that splits QUESTIONS in half (its file in a
+    subfolder, so the kits folder lists no condition as a vector)."""
+    import steerlab
+    from steerlab.kit import Kit, KitCard, KitEntry
+    from steerlab.kitfile import save_kit
+    from steerlab.prompts import prompt_ids
+    from tests.test_vllm_conditional import midpoint_condition
+
+    model = steerlab.load_model("smollm2-135m")
+    prompts = [prompt_ids(model.tokenizer, q) for q in QUESTIONS]
+    condition = midpoint_condition(model, prompts, [], "happy", 12, "mean")
+    (folder / "conditions").mkdir()
+    when = condition.save(folder / "conditions" / "questions.condition.safetensors")
+    entry = KitEntry(happy, 1.5, list(range(8, 21)), positions="generated")
+    kit = Kit([entry], KitCard(name="gated")).when(condition)
+    save_kit(kit, folder / "gated.json", vector_files=[folder / "happy.safetensors"], names=["happy"], when_file=when)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +166,13 @@ def test_greedy_answers_equal_the_transformers_engine_for_most_requests(vllm_ser
     print(f"vllm == transformers for {same} of {len(pairs)} steered and unsteered chat requests")
     assert same >= 0.75 * len(pairs)
     assert len({answer(mine) for mine, _ in pairs}) > len(QUESTIONS) * 2  # steering changed the answers
+    # The conditional kit: the same answers as the transformers engine's, and its gate open for some questions
+    # (a changed answer) and shut for others (the unsteered answer, exactly).
+    plain = {q: answer(mine) for (steering, q), (mine, _) in zip(asks, pairs, strict=True) if steering is None}
+    gated = [(q, answer(m), answer(t)) for (st, q), (m, t) in zip(asks, pairs, strict=True) if st == "gated"]
+    assert sum(mine == theirs for _, mine, theirs in gated) >= len(QUESTIONS) - 1, gated
+    opened = [mine != plain[q] for q, mine, _ in gated]
+    assert any(opened) and not all(opened), (gated, plain)
 
 
 def test_more_distinct_kits_than_slots_wait_and_each_gets_its_own(vllm_server) -> None:

@@ -56,7 +56,7 @@ def test_op_matches_the_hooks_for_every_mode_and_position(model, split: bool, ca
     if capturing:
         # What a CUDA graph replays: the path recorded at warm-up, when the host-side flags said nothing is
         # steered. The op must not have followed them, so the replay still computes every kit.
-        monkeypatch.setattr(op, "_capturing", lambda: True)
+        monkeypatch.setattr(op, "capturing", lambda: True)
         tables.live.zero_()
     # Eight tokens: each kit's prompt and generated tokens, and two unsteered ones.
     token_kit = [0, 0, 1, 1, 2, 2, None, None]
@@ -181,8 +181,9 @@ def test_a_link_in_the_kits_folder_cannot_reach_outside(model, tmp_path) -> None
         KitResolver(Settings(kits=str(kits)), model).for_request({"steering": "link.safetensors:0.5"})
 
 
-def test_the_resolver_refuses_conditional_kits_naming_the_missing_support(model, tmp_path) -> None:
-    """Kit-level and entry-level conditions, from a kit file and from the store, per request and as the default."""
+def test_the_resolver_takes_conditional_kits_from_files_and_the_store(model, tmp_path) -> None:
+    """Kit-level and entry-level conditions, from a kit file and from the store, per request and as the default:
+    resolved with their conditions when the gated entries steer generated tokens; refused, saying why, otherwise."""
     from steerlab.condition import Condition
     from steerlab.errors import SteerlabError
     from steerlab.hub import open_store
@@ -194,8 +195,12 @@ def test_the_resolver_refuses_conditional_kits_naming_the_missing_support(model,
     gate = Condition(torch.ones(model.hidden_size) / model.hidden_size**0.5, 1, 0.0)
     gate.card.name = "topic"
     plain, other = vector(model, 1), vector(model, 2)
-    whole = save_kit(Kit([KitEntry(plain, 1.0)], KitCard(name="whole")).when(gate), tmp_path / "whole.json")
-    one = save_kit(Kit([KitEntry(plain, 1.0), KitEntry(other, 1.0, when=gate)]), tmp_path / "one.json")
+    generated = KitEntry(plain, 1.0, positions="generated")
+    whole = save_kit(Kit([generated], KitCard(name="whole")).when(gate), tmp_path / "whole.json")
+    one = save_kit(
+        Kit([KitEntry(plain, 1.0), KitEntry(other, 1.0, when=gate, positions="generated")]), tmp_path / "one.json"
+    )
+    everywhere = save_kit(Kit([KitEntry(plain, 1.0)], KitCard(name="all")).when(gate), tmp_path / "everywhere.json")
     store = open_store(str(tmp_path / "store"))
     try:
         for name in ("v1", "v2", "topic.condition"):
@@ -203,13 +208,17 @@ def test_the_resolver_refuses_conditional_kits_naming_the_missing_support(model,
             store.publish((tmp_path / f"{name}.safetensors").read_bytes(), Publication(f"t/{name[:5]}@1.0.0", kind))
         store.publish(one.read_bytes(), Publication("t/one@1.0.0", kind="kit"))
         resolver = KitResolver(Settings(store=str(tmp_path / "store")), model)
-        message = r"is conditional \('when': topic\); the vLLM engine has no conditional steering yet"
-        for address in (str(whole), str(one), "t/one@1.0.0"):
-            with pytest.raises(SteerlabError, match=message):
-                resolver.for_request({"steering": address})
-        assert resolver.for_request({"steering": f"{tmp_path}/v1.safetensors"}) is not None  # no condition: served
-        with pytest.raises(SteerlabError, match=message):
-            KitResolver(Settings(default=str(whole)), model)  # a conditional server default fails at start-up
+        for address, gated in ((str(whole), 1), (str(one), 1), ("t/one@1.0.0", 1)):
+            found = resolver.for_request({"steering": address})
+            assert found is not None and found.conditional
+            assert sum(e.when is not None for e in found.kit.entries) == gated
+            assert [c.name for c in found.kit.conditions] == ["topic"]
+        with pytest.raises(SteerlabError, match=r"conditional entry .* steers positions 'all'.*generated tokens only"):
+            resolver.for_request({"steering": str(everywhere)})
+        assert not resolver.for_request({"steering": f"{tmp_path}/v1.safetensors"}).conditional  # type: ignore[union-attr]
+        assert KitResolver(Settings(default=str(whole)), model).for_request(None).conditional  # type: ignore[union-attr]
+        with pytest.raises(SteerlabError, match="generated tokens only"):
+            KitResolver(Settings(default=str(everywhere)), model)  # a bad server default fails at start-up
     finally:
         store.close()
     tables = tables_for(model, [])

@@ -5,7 +5,8 @@ kept apart per kit.
 is incompatible with the model or breaks a limit is refused there with vLLM's own validation error (HTTP 400 from
 `vllm serve`), before it reaches the engine. A steered request gets the kit's digest in its `cache_salt`, which vLLM
 hashes into every KV block of the request: steered and unsteered requests (or two different kits) never share prefix
-blocks, while requests with the same kit still do.
+blocks, while requests with the same kit still do. A conditional kit's request does not read the prefix cache at
+all: its condition is read on every prompt token as it is computed (steerlab.vllm.reads), and a cached token is not.
 """
 
 from __future__ import annotations
@@ -45,13 +46,29 @@ def admit(processor: Any, request: Any) -> Any:
         return request
     try:
         steering = _resolver(processor).for_request(params.extra_args)
+        if steering is not None and steering.conditional:
+            _check_single_stage(processor)
     except SteerlabError as exc:
         from vllm.exceptions import VLLMValidationError
 
         raise VLLMValidationError(f"steering: {exc}") from exc
     if steering is not None:
         request.cache_salt = salt_for(steering.digest, request.cache_salt)
+        if steering.conditional:
+            params.skip_reading_prefix_cache = True
     return request
+
+
+def _check_single_stage(processor: Any) -> None:
+    """A condition is decided by the worker that holds its block; under pipeline parallelism the stages holding the
+    gated layers would never learn the decision, so conditional kits need a single stage."""
+    stages = int(processor.vllm_config.parallel_config.pipeline_parallel_size)
+    if stages > 1:
+        raise SteerlabError(
+            f"conditional kits ('when') need pipeline_parallel_size 1 (this engine has {stages} stages): a condition "
+            "is decided on the stage that holds its block, and the other stages cannot see it. Tensor parallelism "
+            "is fine."
+        )
 
 
 def patch_frontend() -> None:

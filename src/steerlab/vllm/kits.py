@@ -2,9 +2,13 @@
 
 Accepted forms: an address (`"happy.safetensors:0.8@8-18"`, `"kit.json"`, `"ns/name@1.0.0:0.5"`), a list of them,
 or a list mixing addresses and objects `{"address": ..., "positions": "prompt"|"generated"|"all",
-"mode": "add"|"ablate"|"add_keep_norm"}`. A server-wide default kit (settings.default) goes first and composes
-additively. The hash covers every entry's vector bytes, scale, layers, positions and mode: two requests share a slot
-and a prefix-cache salt exactly when they steer alike.
+"mode": "add"|"ablate"|"add_keep_norm", "when": CONDITION_FILE}`. A server-wide default kit (settings.default) goes
+first and composes additively. The hash covers every entry's vector bytes, scale, layers, positions, mode and
+conditions: two requests share a slot and a prefix-cache salt exactly when they steer alike.
+
+Conditional entries (`when`, from the item or from a kit file) steer generated tokens only on this engine: the
+condition is decided once the whole prompt has been read (steerlab.vllm.gating), which is before the first generated
+token is computed, so the result equals the transformers engine's for those positions.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.address import VECTOR_SUFFIX, parse_address
+from steerlab.condition import Condition
 from steerlab.errors import SteerlabError
 from steerlab.frontdoor import resolve
 from steerlab.kit import Kit, KitCard, KitEntry
@@ -31,6 +36,10 @@ CACHE = 256
 class Steering:
     kit: Kit
     digest: str
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.kit.conditions)
 
 
 class KitResolver:
@@ -60,22 +69,42 @@ class KitResolver:
         entries: list[KitEntry] = []
         for item in items:
             kit = resolve(self._confined(item["address"]), store=self.settings.store, model=self.target)
-            if kit.conditions:
-                names = ", ".join(c.name for c in kit.conditions)
-                raise SteerlabError(
-                    f"{item['address']!r} is conditional ('when': {names}); the vLLM engine has no conditional "
-                    "steering yet (it cannot read a condition per row at prefill). Serve conditional kits with "
-                    "`steerlab serve`, or steer here with a kit without 'when'."
-                )
             if any(entry.vector.card.site == "router" for entry in kit.entries):
                 raise SteerlabError(
                     f"{item['address']!r} holds an expert vector (router-logit offsets); the vLLM engine steers "
                     "residual directions only. Serve it with `steerlab serve`."
                 )
-            for entry in kit.entries:
-                entries.append(dataclasses.replace(entry, **{k: item[k] for k in ("positions", "mode") if k in item}))
+            when = self._condition(item["when"]) if "when" in item else None
+            for entry in kit.standalone_entries():
+                changed: dict[str, Any] = {k: item[k] for k in ("positions", "mode") if k in item}
+                if when is not None:
+                    changed["when"] = _one_condition(entry.when, when, item["address"])
+                entries.append(dataclasses.replace(entry, **changed))
         self._check_limits(entries)
+        self._check_conditional(entries)
         return entries
+
+    def _condition(self, address: Any) -> Condition:
+        if not isinstance(address, str):
+            raise SteerlabError(f"'when' names a condition file (a string), got {address!r}.")
+        condition = Condition.load(self._confined(address))
+        condition.check_compatible(self.target)
+        return condition
+
+    def _check_conditional(self, entries: list[KitEntry]) -> None:
+        found = Kit(entries)
+        if len(found.conditions) > self.settings.max_conditions:
+            raise SteerlabError(
+                f"{len(found.conditions)} distinct conditions in one request; this server reads at most "
+                f"{self.settings.max_conditions} per request."
+            )
+        for entry in entries:
+            if found.conditions_of(entry) and entry.positions != "generated":
+                raise SteerlabError(
+                    f"a conditional entry ({entry.vector.card.name or 'a vector'}, 'when') steers positions "
+                    f"{entry.positions!r}; on the vLLM engine a condition is decided after the whole prompt is read, "
+                    "so conditional entries steer generated tokens only: give it positions 'generated'."
+                )
 
     def _confined(self, address: str) -> str:
         """With a kits folder set (a server's clients are not trusted with the file system), a file address is
@@ -104,6 +133,14 @@ class KitResolver:
             )
 
 
+def _one_condition(own: Condition | None, given: Condition, address: str) -> Condition:
+    if own is not None and own.key != given.key:
+        raise SteerlabError(
+            f"{address!r} already has its own condition ({own.name}); give 'when' only for an unconditional address."
+        )
+    return given
+
+
 def _check_inside(path: Path, root: Path, address: str) -> None:
     if not path.resolve().is_relative_to(root):
         raise SteerlabError(f"{address!r} is outside this server's kits folder: name a file inside it.")
@@ -125,11 +162,13 @@ def _items(spec: Any) -> list[dict[str, Any]]:
         if not isinstance(item, dict) or not isinstance(item.get("address"), str):
             raise SteerlabError(
                 "each 'steering' item is an address string or an object with an 'address' string "
-                f"(and optional 'positions', 'mode'); got {item!r}."
+                f"(and optional 'positions', 'mode', 'when'); got {item!r}."
             )
-        unknown = set(item) - {"address", "positions", "mode"}
+        unknown = set(item) - {"address", "positions", "mode", "when"}
         if unknown:
-            raise SteerlabError(f"unknown keys {sorted(unknown)} in a 'steering' item: use address, positions, mode.")
+            raise SteerlabError(
+                f"unknown keys {sorted(unknown)} in a 'steering' item: use address, positions, mode, when."
+            )
         if "positions" in item:
             check_positions(item["positions"])
         if "mode" in item:
@@ -143,5 +182,7 @@ def kit_digest(entries: list[KitEntry]) -> str:
     for entry in entries:
         layers = entry.active_layers()
         record = [entry.vector.content_hash(), repr(float(entry.scale)), layers, entry.positions, entry.mode]
+        if entry.when is not None:
+            record.append(entry.when.key)
         digest.update(json.dumps(record).encode())
     return digest.hexdigest()[:32]

@@ -39,7 +39,7 @@ def _steer_impl(
     """hidden [T, H] (mutated); residual [T, H] or empty; token_rows [>=T] int64; add [R, H]; units [R, K, H];
     coefs [R, K]; keep_norm [R]; live [3] int64 on the host:
     (anything steered here, ablations in use, any norm kept)."""
-    if _capturing():
+    if capturing():
         steered_any, n_ablate, any_keep = 1, units.shape[1], 1
     else:
         steered_any, n_ablate, any_keep = (int(x) for x in live.tolist())
@@ -66,7 +66,7 @@ def _steer_impl(
     hidden.copy_(torch.where(steered, stream - residual if split else stream, hidden))
 
 
-def _capturing() -> bool:
+def capturing() -> bool:
     """Whether a CUDA graph is being recorded on the current stream (see the module note)."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
@@ -76,19 +76,11 @@ def register() -> None:
     if hasattr(torch.ops, _LIBRARY) and hasattr(getattr(torch.ops, _LIBRARY), "steer_"):
         return
     op = torch.library.custom_op(OP_NAME, mutates_args=("hidden",))(_steer_impl)
-    op.register_fake(_steer_fake)
+    op.register_fake(no_output)
 
 
-def _steer_fake(
-    hidden: torch.Tensor,
-    residual: torch.Tensor,
-    token_rows: torch.Tensor,
-    add: torch.Tensor,
-    units: torch.Tensor,
-    coefs: torch.Tensor,
-    keep_norm: torch.Tensor,
-    live: torch.Tensor,
-) -> None:
+def no_output(*args: object) -> None:
+    """The fake (what the compiler traces) of an op that only mutates its arguments: no output to describe."""
     return None
 
 

@@ -23,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steerlab.condition import Condition
 from steerlab.errors import SteerlabError
 from steerlab.generation import eos_ids
 from steerlab.kit import Kit
 from steerlab.serve.batcher import CANCELLED, Job, Stats, fail_jobs, finish_job, take_token
 from steerlab.serve.errors import ApiError
+from steerlab.vector import Vector
 from steerlab.vllm.settings import PREFIX
 from steerlab.vllm.target import VllmTarget, build_target
 
@@ -53,8 +55,14 @@ def unsupported(kit: Kit | None) -> str | None:
     """Why this engine cannot run a kit (None: it can)."""
     if kit is None:
         return None
-    if kit.conditions or any(entry.when is not None for entry in kit.entries):
-        return "conditional kits ('when') are not run by the vLLM engine yet; serve them with --engine transformers."
+    for entry in kit.entries:
+        if kit.conditions_of(entry) and entry.positions != "generated":
+            return (
+                f"a conditional entry ({entry.vector.card.name or 'a vector'}, 'when') steers positions "
+                f"{entry.positions!r}; the vLLM engine decides a condition after the whole prompt is read, so its "
+                "conditional entries steer generated tokens only: give them positions 'generated', or serve with "
+                "--engine transformers."
+            )
     if any(entry.vector.card.site == "router" for entry in kit.entries):
         return "expert (router) vectors are not run by the vLLM engine; serve them with --engine transformers."
     return None
@@ -72,16 +80,19 @@ class SpecWriter:
         if kit is None:
             return None
         items = []
-        for entry in kit.entries:
+        for entry in kit.standalone_entries():
             layers = entry.active_layers()
             if not layers:  # an entry that steers no block changes nothing
                 continue
             path = self._saved(entry.vector)
             address = f"{path}:{float(entry.scale)!r}@{','.join(str(n) for n in layers)}"
-            items.append({"address": address, "positions": entry.positions, "mode": entry.mode})
+            item = {"address": address, "positions": entry.positions, "mode": entry.mode}
+            if entry.when is not None:
+                item["when"] = str(self._saved(entry.when))
+            items.append(item)
         return items or None
 
-    def _saved(self, vector: Any) -> Path:
+    def _saved(self, vector: Vector | Condition) -> Path:
         path = self.folder / f"{vector.content_hash()}.safetensors"
         with self._lock:
             if not path.exists():

@@ -21,6 +21,7 @@ class Settings:
     kits: str | None = None  # when set, file addresses are read inside this folder only (what a server wants)
     max_scale: float = 8.0
     max_vectors: int = 8
+    max_conditions: int = 2  # distinct conditions one request may be gated on (columns of the reading buffers)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -34,6 +35,7 @@ class Settings:
             kits=get("KITS"),
             max_scale=float(get("MAX_SCALE") or 8.0),
             max_vectors=_int(get("MAX_VECTORS"), "MAX_VECTORS") or 8,
+            max_conditions=_int(get("MAX_CONDITIONS"), "MAX_CONDITIONS") or 2,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -45,6 +47,7 @@ class Settings:
             "KITS": self.kits,
             "MAX_SCALE": self.max_scale,
             "MAX_VECTORS": self.max_vectors,
+            "MAX_CONDITIONS": self.max_conditions,
         }
         return {PREFIX + k: str(v) for k, v in values.items() if v is not None}
 

@@ -8,6 +8,8 @@ request may start when its kit is already running, or when the running requests 
 request past `max_loras`. Running requests are never refused, so nothing is dropped, and no request ever runs without
 its kit or with another's. The running list counts every started request, scheduled in this step or not, so the
 kits in any one step are at most the slots. A kit comes from the same resolver the worker uses (the same digest).
+A conditional kit's request counts as a kit of its own: it holds one slot at a time, but which one depends on its
+decision (steerlab.vllm.gating), so two requests with the same conditional kit may need two.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class SlotGate:
             # Admission refuses bad steering before it gets here; if one slips through, count it as a kit of its
             # own (it needs a slot as much as any), and let the worker refuse it.
             return f"unresolved:{request.request_id}"
-        return "" if steering is None else steering.digest
+        if steering is None:
+            return ""
+        return f"{steering.digest}#{request.request_id}" if steering.conditional else steering.digest
 
 
 def gate_of(scheduler: Any) -> SlotGate:

@@ -6,6 +6,7 @@ compiled graph contains the op and reads the tables' fixed addresses. Before eac
 `_prepare_inputs` has ordered the batch: we walk `input_batch.req_ids` in that order and with the same token counts,
 give each request its kit's slot (resolving and filling it on first use), and write one row per token: the slot's
 prompt row for positions before the request's prompt length, its generated row after, row 0 for unsteered requests.
+A conditional kit's request also has its prompt read (steerlab.vllm.gating) and changes slot once it is decided.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from torch import nn
 
 from steerlab.anatomy import find_anatomy
 from steerlab.errors import SteerlabError
-from steerlab.plan import compile_row
-from steerlab.vllm import op
+from steerlab.plan import RowPlan, compile_row
+from steerlab.vllm import op, reads
+from steerlab.vllm.gating import Gating
 from steerlab.vllm.kits import KitResolver, Steering
+from steerlab.vllm.reads import ReadBuffers, ReadShape
 from steerlab.vllm.settings import Settings
 from steerlab.vllm.slots import SlotPool
 from steerlab.vllm.tables import NO_STEERING, SlotTables, TableShape, row_of
@@ -56,26 +59,37 @@ class RunnerState:
         self.tables = SlotTables(shape)
         self.pool = SlotPool(slots)
         self.resolver = KitResolver(settings, self.target)
+        reads = ReadShape(
+            shape.n_layers, shape.hidden, max_seqs, settings.max_conditions, shape.max_tokens, dtype, device
+        )
+        self.gating = Gating(ReadBuffers(reads))
         self.kit_of: dict[str, str | None] = {}  # request id -> kit digest (None: unsteered)
+        self.key_of: dict[str, str] = {}  # request id -> the slot key it holds (a conditional one changes once)
         self.steering: dict[str, Steering] = {}  # kit digest -> its kit, for (re)filling a slot
+        self.rows: dict[str, RowPlan] = {}  # kit digest -> its compiled plan
         self.fills = 0  # how many times a slot was (re)filled: what the slot tests read
-        _wrap_layers(model, self.target.n_layers, self.tables)
+        _wrap_layers(model, self.target.n_layers, self.tables, self.gating.buffers)
 
     def map_tokens(self, runner: Any, num_scheduled: np.ndarray) -> None:
         batch = runner.input_batch
         n = batch.num_reqs
         req_ids = list(batch.req_ids[:n])
+        self.gating.collect()
         self.pool.hold_only(set(req_ids))
-        rows = []
+        counts = [int(num_scheduled[i]) for i in range(n)]
+        self.gating.begin(sum(counts))
+        rows, offset = [], 0
         for i, req_id in enumerate(req_ids):
+            start, count, prompt_len = int(batch.num_computed_tokens_cpu[i]), counts[i], int(batch.num_prompt_tokens[i])
             slot = self._slot(runner, req_id)
-            count = int(num_scheduled[i])
             if slot is None:
                 rows.append(np.full(count, NO_STEERING, dtype=np.int64))
-                continue
-            positions = int(batch.num_computed_tokens_cpu[i]) + np.arange(count)
-            generated = positions >= int(batch.num_prompt_tokens[i])
-            rows.append(np.where(generated, row_of(slot, 1), row_of(slot, 0)).astype(np.int64))
+            else:
+                generated = start + np.arange(count) >= prompt_len
+                rows.append(np.where(generated, row_of(slot, 1), row_of(slot, 0)).astype(np.int64))
+                self._read(i, req_id, (start, count, offset), prompt_len)
+            offset += count
+        self.gating.end()
         flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         self.tables.token_rows.zero_()  # padded rows, if any, stay unsteered
         self.tables.set_token_rows(torch.from_numpy(flat))
@@ -83,10 +97,21 @@ class RunnerState:
     def forget(self, finished: set[str]) -> None:
         for req_id in finished:
             self.kit_of.pop(req_id, None)
+            self.key_of.pop(req_id, None)
+            self.gating.forget(req_id)
             self.pool.release(req_id)
         if finished:  # a kit no live request has is resolved again if it comes back
             live = set(self.kit_of.values())
             self.steering = {d: s for d, s in self.steering.items() if d in live}
+            self.rows = {d: r for d, r in self.rows.items() if d in live}
+
+    def _read(self, index: int, req_id: str, span: tuple[int, int, int], prompt_len: int) -> None:
+        digest = self.kit_of[req_id]
+        if digest is None or not self.steering[digest].conditional:
+            return
+        if req_id not in self.gating.decided and span[0] + span[1] > prompt_len:
+            log.warning("steerlab: %s computes generated tokens before its condition was decided", req_id)
+        self.gating.read(index, req_id, self.rows[digest], span, prompt_len)
 
     def _slot(self, runner: Any, req_id: str) -> int | None:
         if req_id not in self.kit_of:
@@ -95,20 +120,28 @@ class RunnerState:
             self.kit_of[req_id] = None if steering is None else steering.digest
             if steering is not None:
                 self.steering[steering.digest] = steering
+                if steering.digest not in self.rows:
+                    self.rows[steering.digest] = compile_row(self.target, steering.kit)
         digest = self.kit_of[req_id]
         if digest is None:
             return None
-        got = self.pool.acquire(digest, req_id)
+        conditional = self.steering[digest].conditional
+        key = self.gating.key(digest, req_id) if conditional else digest
+        if self.key_of.get(req_id, key) != key:  # decided: let go of the undecided slot first
+            self.pool.release(req_id)
+        self.key_of[req_id] = key
+        got = self.pool.acquire(key, req_id)
         if got is None:  # the scheduler's gate rules this out; should it ever fail, refuse rather than steer wrongly
             raise SteerlabError(f"no free steering slot for request {req_id}; every slot is held by a running kit.")
         slot, fresh = got
         if fresh:
-            self.tables.fill(slot, compile_row(self.target, self.steering[digest].kit))
+            row = self.rows[digest]
+            self.tables.fill(slot, self.gating.plan(row, req_id) if conditional else row)
             self.fills += 1
         return slot
 
 
-def _wrap_layers(model: nn.Module, n_layers: int, tables: SlotTables) -> None:
+def _wrap_layers(model: nn.Module, n_layers: int, tables: SlotTables, reads: ReadBuffers) -> None:
     inner: Any = getattr(model, "model", None)
     layers: Any = inner.layers if isinstance(getattr(inner, "layers", None), nn.ModuleList) else None
     if layers is None:
@@ -119,26 +152,37 @@ def _wrap_layers(model: nn.Module, n_layers: int, tables: SlotTables) -> None:
     for index, layer in enumerate(layers):
         if type(layer).__name__ == "PPMissingLayer":  # another pipeline stage owns it
             continue
-        layer.forward = _steered_forward(layer.forward, tables.layer_buffers(index), empty)
+        layer.forward = _steered_forward(layer.forward, index, tables.layer_buffers(index), reads, empty)
 
 
-def _steered_forward(inner: Any, buffers: tuple[torch.Tensor, ...], empty: torch.Tensor) -> Any:
+def _steered_forward(
+    inner: Any, index: int, buffers: tuple[torch.Tensor, ...], reads: ReadBuffers, empty: torch.Tensor
+) -> Any:
+    read_buffers = reads.layer_buffers(index)
+
     def forward(*args: Any, **kwargs: Any) -> Any:
         out = inner(*args, **kwargs)
-        if isinstance(out, tuple):
-            residual = out[1] if len(out) > 1 and out[1] is not None else empty
-            torch.ops.steerlab.steer_(out[0], residual, *buffers)
-        else:
-            torch.ops.steerlab.steer_(out, empty, *buffers)
+        hidden, residual = _stream_parts(out, empty)
+        # A condition reads the block's output before any steering at that block, as on the transformers engine.
+        torch.ops.steerlab.read_(hidden, residual, *read_buffers, index)
+        torch.ops.steerlab.steer_(hidden, residual, *buffers)
         return out
 
     return forward
+
+
+def _stream_parts(out: Any, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoder layer's output as (hidden, residual); the residual is empty where the layer returns the stream."""
+    if not isinstance(out, tuple):
+        return out, empty
+    return out[0], out[1] if len(out) > 1 and out[1] is not None else empty
 
 
 def install(runner: Any) -> None:
     """After the model is loaded: tables and wrapped layers (once per runner)."""
     if getattr(runner, ATTR, None) is None:
         op.register()
+        reads.register()
         setattr(runner, ATTR, RunnerState(runner, Settings.from_env()))
         log.info("steerlab: steering tables installed")
 
