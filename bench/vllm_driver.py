@@ -1,10 +1,11 @@
 """Runs inside .venv-vllm (real vLLM with the steerlab plugin) for bench/bench_vllm.py and writes what it timed.
 
 Usage: .venv-vllm/bin/python bench/vllm_driver.py JOB.json OUT.json. A job: {"model", "engine" (LLM keyword
-arguments), "prompts" (token id lists, one per concurrent request), "tokens" (new tokens per request), "rounds",
-"conditions": {name: [steering spec or null, one per request]}}. Each condition is one `LLM.generate` call of all
-requests together (one continuous batch): timed with `tokens` new tokens (throughput) and with 1 (time to first
-token of the batch), conditions alternated round by round (bench.interleave), one untimed warm-up round first.
+arguments), "prompts" (token id lists, cycled over each condition's requests), "tokens" (new tokens per request),
+"rounds", "conditions": {name: [steering spec or null, one per request]}}. Each condition is one `LLM.generate` call
+of all its requests together (one continuous batch): timed with `tokens` new tokens (throughput) and with 1 (time
+to first token of the batch), conditions alternated round by round (bench.interleave), one untimed warm-up round
+first.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def main(job_path: str, out_path: str) -> None:
     started = time.perf_counter()
     llm = LLM(model=job["model"], **job["engine"])
     loaded = time.perf_counter() - started
-    prompts = [TokensPrompt(prompt_token_ids=ids) for ids in job["prompts"]]
-
     def condition(specs: list[Any], tokens: int) -> Any:
+        ids = job["prompts"]
+        prompts = [TokensPrompt(prompt_token_ids=ids[i % len(ids)]) for i in range(len(specs))]
         params = [
             SamplingParams(
                 temperature=0.0,

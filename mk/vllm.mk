@@ -22,3 +22,7 @@ $(VLLM_STAMP): pyproject.toml mk/vllm.mk
 	$(VLLM_PY) -m pip install --quiet gguf sqlalchemy pytest pytest-timeout
 	$(VLLM_PY) -c "import torch, vllm; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(VLLM_STAMP)
+
+# `make test` runs the real-vLLM tests too (tests/test_vllm_*.py, tests/test_bench_vllm.py): they skip only where
+# .venv-vllm is missing, and this puts it there.
+TEST_PREREQS += vllm
