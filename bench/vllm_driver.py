@@ -28,6 +28,7 @@ def main(job_path: str, out_path: str) -> None:
     started = time.perf_counter()
     llm = LLM(model=job["model"], **job["engine"])
     loaded = time.perf_counter() - started
+
     def condition(specs: list[Any], tokens: int) -> Any:
         ids = job["prompts"]
         prompts = [TokensPrompt(prompt_token_ids=ids[i % len(ids)]) for i in range(len(specs))]

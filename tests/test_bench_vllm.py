@@ -19,6 +19,9 @@ def test_conditions_give_each_request_the_kit_its_condition_names() -> None:
     assert conditions["unsteered"] == [None] * 16 and len(set(conditions["one kit"])) == 1
     assert len(set(conditions["K=4 kits"])) == 4 and len(set(conditions["K=16 kits"])) == 16
     assert len(set(conditions["K=64 kits"])) == 64 and conditions["unsteered x64"] == [None] * 64
+    assert "conditional kit" not in conditions
+    gated = bench_vllm.conditions(30, Path("/g.safetensors"))["conditional kit"]
+    assert len(gated) == 16 and gated[0][0]["when"] == "/g.safetensors" and gated[0][0]["positions"] == "generated"
     multi = conditions["multi-vector kit"][0]
     assert len(multi) == 3 and all(spec.endswith("@0-29") for spec in multi)
 
@@ -62,8 +65,9 @@ def test_a_tiny_real_run_times_every_condition(tmp_path: Path) -> None:
     folder, _ = model_folder(DEFAULT_MODEL)
     tiny = bench_vllm.Settings(new_tokens=2, rounds=1, enforce_eager=True)
     prompts = [prompt_ids(model.tokenizer, q) for q in bench_vllm.QUESTIONS]
-    measured = bench_vllm.measure(bench_vllm.job(folder, prompts, model.n_layers, tiny))
+    gate = bench_vllm.always_holds(model, tmp_path)
+    measured = bench_vllm.measure(bench_vllm.job(folder, prompts, model.n_layers, tiny, gate))
     d = bench_vllm.details(measured, tiny)
-    assert set(d["tokens_per_s"]) == set(bench_vllm.conditions(model.n_layers))
+    assert set(d["tokens_per_s"]) == set(bench_vllm.conditions(model.n_layers, gate))
     assert all(v > 0 for v in d["tokens_per_s"].values())
-    assert len(bench_vllm.headline(d)) == 10
+    assert len(bench_vllm.headline(d)) == 12
