@@ -64,7 +64,7 @@ def save_gated_kit(folder: Path, happy) -> None:
     from steerlab.kit import Kit, KitCard, KitEntry
     from steerlab.kitfile import save_kit
     from steerlab.prompts import prompt_ids
-    from tests.test_vllm_conditional import midpoint_condition
+    from tests.test_vllm_compiled import midpoint_condition
 
     model = steerlab.load_model("smollm2-135m")
     prompts = [prompt_ids(model.tokenizer, q) for q in QUESTIONS]
