@@ -30,10 +30,8 @@ PLAIN = [KITS["add"], KITS["ablate"], KITS["keep_norm"]]
 
 
 @pytest.fixture(scope="module")
-def model():
-    import steerlab
-
-    return steerlab.load_model("smollm2-135m")
+def model(default_model):
+    return default_model
 
 
 @pytest.fixture(scope="module")
