@@ -62,3 +62,36 @@ def test_the_quick_report_says_it_is_a_smoke_test():
     assert doc["meta"]["quick"] and SMOKE_NOTE in markdown(doc)
     doc["meta"]["quick"] = False
     assert SMOKE_NOTE not in markdown(doc)
+
+
+CAA = QUICK.parent / "caa"
+
+
+def test_a_calibration_within_budget_whose_test_generations_break_it_is_marked_too():
+    """The committed CAA run: coordination's trained vector was calibrated within budget on 16 validation items, but
+    its 32 test generations fell more than 10% below unsteered's mean log-prob; hallucination's stayed within."""
+    from steerlab.evaluate.report import TEST_LEGEND, TEST_MARK, budget_broken_on_test
+
+    doc = json.loads((CAA / "results.json").read_text())
+    tasks = {t["name"]: t for t in doc["tasks"]}
+    assert tasks["coordination"]["calibration_by_method"]["preference"]["within_budget"]
+    assert budget_broken_on_test(tasks["coordination"], "steering:preference")
+    assert not budget_broken_on_test(tasks["hallucination"], "steering:preference")
+    assert not budget_broken_on_test(tasks["coordination"], "prompting")  # not steered: no budget of its own
+    text = markdown(doc)
+    assert TEST_LEGEND in text
+    summary = {row.split("|")[1].strip(): row for row in _table_rows(text, "## Summary")}
+    assert f"0.770*{TEST_MARK}" in summary["coordination"] and TEST_MARK not in summary["hallucination"]
+    methods = [r for r in _table_rows(text, "## coordination") if r.startswith("| preference |")]
+    assert methods and ": OUTSIDE |" in methods[0]
+    # Lift the steered generations' log-prob to unsteered's: the mark and the legend go.
+    rows = tasks["coordination"]["rows"]
+    base = next(r for r in rows if r["condition"] == "unsteered" and r["metric"] == "fluency_logprob")["value"]
+    for r in rows:
+        if r["metric"] == "fluency_logprob" and r["condition"].startswith("steering"):
+            r["value"] = base
+    assert not budget_broken_on_test(tasks["coordination"], "steering:preference")
+    # A NaN fails the budget, as in calibration.
+    trained = next(r for r in rows if r["condition"] == "steering:preference" and r["metric"] == "fluency_logprob")
+    trained["value"] = None
+    assert budget_broken_on_test(tasks["coordination"], "steering:preference")

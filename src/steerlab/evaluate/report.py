@@ -24,6 +24,14 @@ OUT_LEGEND = (
 )
 
 
+TEST_MARK = "‡"  # calibrated within budget, but the condition's own test generations broke that budget
+TEST_LEGEND = (
+    f"'{TEST_MARK}': calibrated within the fluency budget on the validation items, but its test generations broke the "
+    "same budget (mean log-prob or 3-gram repetition) against its unsteered counterpart's test generations "
+    "(unsteered's; for steering+prompting, prompting's), so the number is not a within-budget result either."
+)
+
+
 def in_budget(task: dict[str, Any]) -> bool:
     return bool(task.get("calibration", {}).get("within_budget", True))
 
@@ -44,6 +52,40 @@ def _out_of_budget(task: dict[str, Any], condition: str) -> bool:
     else:
         cal = next((c for c in cals.values() if c["condition"] == condition), task["calibration"])
     return not cal.get("within_budget", True)
+
+
+def budget_broken_on_test(task: dict[str, Any], condition: str) -> bool:
+    """Whether a calibrated steering condition's test generations break the budget its calibration used, measured
+    against its unsteered counterpart's test generations (unsteered's; for steering+prompting, prompting's) as
+    calibration measured against unsteered's validation ones. A NaN fails, as in calibration; runs without test
+    fluency rows cannot tell (False)."""
+    if not _uses_calibration(condition):
+        return False
+    cals = method_calibrations(task)
+    if condition == "steering+prompting":
+        cal, counterpart = cals.get(task["info"].get("prompting_method", "")), "prompting"
+    else:
+        cal, counterpart = next((c for c in cals.values() if c["condition"] == condition), None), "unsteered"
+    mine, base = primary(task, condition, "fluency_logprob"), primary(task, counterpart, "fluency_logprob")
+    if cal is None or mine is None or base is None:
+        return False
+    value, floor = _num(mine["value"]), _num(base["value"]) - cal["budget"] * abs(_num(base["value"]))
+    rep, base_rep = primary(task, condition, "repetition"), primary(task, counterpart, "repetition")
+    repetition_ok = True
+    if rep is not None and base_rep is not None:
+        repetition_ok = _num(rep["value"]) <= _num(base_rep["value"]) + cal.get("repetition_budget", 0.1)
+    return not (value >= floor and repetition_ok)
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _mark(task: dict[str, Any], condition: str) -> str:
+    """The budget mark of a condition's numbers: outside-budget calibration, or test generations over budget."""
+    if _out_of_budget(task, condition):
+        return OUT_MARK
+    return TEST_MARK if budget_broken_on_test(task, condition) else ""
 
 
 def _moved(task: dict[str, Any], condition: str, base: dict[str, Any] | None) -> bool | None:
@@ -169,6 +211,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("**Partial results: the run was still going (or was stopped) when this was written.**")
     if any(not in_budget(t) for t in doc["tasks"]):
         lines += ["", OUT_LEGEND]
+    if any(_mark(t, c) == TEST_MARK for t in doc["tasks"] for c in [*steering_conditions(t), "steering+prompting"]):
+        lines += ["", TEST_LEGEND]
     tasks = doc["tasks"]
     # Derived from the tasks, not read from the stored summary: older runs' summaries lack the newer fields.
     summaries = [summarise(t) for t in tasks]
@@ -192,7 +236,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", "| condition | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
         for r in task["rows"]:
             ci = f"[{_f(r['ci'][0])}, {_f(r['ci'][1])}]"
-            flag = OUT_MARK if _out_of_budget(task, r["condition"]) else ""
+            flag = _mark(task, r["condition"])
             lines.append(f"| {r['condition']}{flag} | {r['metric']} | {_f(r['value'])}{flag} | {ci} | {r['n']} |")
         for png in task.get("plots", []):
             lines.append(f"\n![{Path(png).stem}]({png})")
@@ -224,7 +268,7 @@ def _summary_table(tasks: list[dict[str, Any]], summaries: list[dict[str, Any]])
 
         def cell(c: str, task: dict[str, Any] = task, s: dict[str, Any] = s) -> str:
             star = "*" if s["significant"].get(c) else ""
-            return _f(s["values"].get(c)) + star + (OUT_MARK if _out_of_budget(task, c) else "")
+            return _f(s["values"].get(c)) + star + _mark(task, c)
 
         latency = f"{_f(s['latency_overhead_pct'], 1)}%"
         if s["latency_method"] != task["info"].get("methods", [s["latency_method"]])[0]:
@@ -253,11 +297,7 @@ def _share_table(tasks: list[dict[str, Any]], summaries: list[dict[str, Any]]) -
     for task, s in zip(tasks, summaries, strict=True):
         baseline = s["finetune_baseline"]
         named = f"{LABELS[baseline]} ({_f(s['finetune_effect'])})" if baseline else "–"
-        cells = [
-            (_f(s["pct_of_finetune"].get(c), 0) if not s["pct_note"] else "n/s")
-            + (OUT_MARK if _out_of_budget(task, c) else "")
-            for c in columns
-        ]
+        cells = [(_f(s["pct_of_finetune"].get(c), 0) if not s["pct_note"] else "n/s") + _mark(task, c) for c in columns]
         lines.append(f"| {s['name']} | {named} | " + " | ".join(cells) + f" | {s['pct_note'] or '–'} |")
     return lines
 
@@ -293,16 +333,22 @@ def _methods_table(task: dict[str, Any]) -> list[str]:
     if len(cals) < 2:
         return []
     metric = task["info"]["metric"]
-    head = f"| method | condition | layers | scale | budget | {metric} | Δ vs unsteered [95% CI] |"
-    lines = ["", head, "|---|---|---|---|---|---|---|"]
+    head = f"| method | condition | layers | scale | budget | test fluency | {metric} | Δ vs unsteered [95% CI] |"
+    lines = ["", head, "|---|---|---|---|---|---|---|---|"]
+    base = primary(task, "unsteered", "fluency_logprob")
     for method, cal in cals.items():
         condition = cal["condition"]
         own, delta = primary(task, condition), primary(task, condition, f"delta_{metric}")
-        mark = OUT_MARK if not cal.get("within_budget", True) else ""
+        mark = _mark(task, condition)
         paired = f"{_f(delta['value'])} [{_f(delta['ci'][0])}, {_f(delta['ci'][1])}]" if delta else "–"
+        fluency = primary(task, condition, "fluency_logprob")
+        tested = "–"
+        if fluency is not None and base is not None:
+            verdict = "OUTSIDE" if budget_broken_on_test(task, condition) else "within"
+            tested = f"{_f(fluency['value'])} vs {_f(base['value'])}: {verdict}"
         lines.append(
             f"| {method} | {condition} | {cal['layers'][0]}-{cal['layers'][-1]} | {cal['scale']:g}{_dose(cal)} | "
-            f"{'within' if cal.get('within_budget', True) else 'OUTSIDE'} | "
+            f"{'within' if cal.get('within_budget', True) else 'OUTSIDE'} | {tested} | "
             f"{_f(own['value'] if own else None)}{mark} | {paired}{mark} |"
         )
     chosen = task["info"].get("prompting_method")
