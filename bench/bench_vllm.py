@@ -159,13 +159,13 @@ TARGETS = {"K=16 kits": 0.9, "K=64 kits": 0.8, "multi-vector kit": 0.9}
 def headline(d: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, stats in d["throughput_vs_unsteered"].items():
-        row = {"metric": f"output tok/s, {name} / unsteered", "value": round(stats["ratio"], 3), "unit": "x"}
+        row = {"name": f"output tok/s, {name} / unsteered", "value": round(stats["ratio"], 3), "unit": "x"}
         row["spread"] = spread_text(stats)
         if name in TARGETS:
             row["target_min"] = TARGETS[name]
         rows.append(row)
     for name, stats in d["ttft_vs_unsteered"].items():
-        row = {"metric": f"TTFT, {name} / unsteered", "value": round(stats["ratio"], 3), "unit": "x"}
+        row = {"name": f"TTFT, {name} / unsteered", "value": round(stats["ratio"], 3), "unit": "x"}
         rows.append({**row, "spread": spread_text(stats), "target_max": 1.1})
     return rows
 

@@ -41,7 +41,7 @@ def test_ratios_are_paired_by_round_and_judged_against_the_targets() -> None:
     assert d["throughput_vs_unsteered"]["K=64 kits"]["ratio"] == pytest.approx(1 / 1.1)
     assert d["tokens_per_s"]["unsteered x64"] == 64 * 8 / 4.0 and "unsteered x64" not in d["throughput_vs_unsteered"]
     assert d["ttft_vs_unsteered"]["multi-vector kit"]["ratio"] == pytest.approx(1.1)
-    rows = {row["metric"]: _judge(row) for row in bench_vllm.headline(d)}
+    rows = {row["name"]: _judge(row) for row in bench_vllm.headline(d)}
     assert rows["output tok/s, K=16 kits / unsteered"]["verdict"] == "not met"
     assert rows["output tok/s, K=64 kits / unsteered"]["verdict"] == "met"  # 0.91 >= 0.8 in every round
     assert rows["output tok/s, multi-vector kit / unsteered"]["verdict"] == "met"
@@ -71,3 +71,14 @@ def test_a_tiny_real_run_times_every_condition(tmp_path: Path) -> None:
     assert set(d["tokens_per_s"]) == set(bench_vllm.conditions(model.n_layers, gate))
     assert all(v > 0 for v in d["tokens_per_s"].values())
     assert len(bench_vllm.headline(d)) == 12
+
+
+def test_the_headline_renders_in_the_bench_report() -> None:
+    from bench.run_all import to_markdown
+
+    names = ["unsteered", "one kit", "K=16 kits", "unsteered x64", "K=64 kits"]
+    seconds = {n: [1.0, 1.1, 0.9] for n in names}
+    d = bench_vllm.details({"seconds": seconds, "first_token_seconds": seconds}, bench_vllm.Settings(8, 3))
+    headline = [_judge(row) for row in bench_vllm.headline(d)]
+    text = to_markdown({"module": "vllm", "title": "vLLM", "headline": headline, "notes": [], "details": d})
+    assert "output tok/s, K=64 kits / unsteered" in text and "TTFT, K=16 kits / unsteered" in text
