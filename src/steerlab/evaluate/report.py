@@ -46,12 +46,16 @@ def _out_of_budget(task: dict[str, Any], condition: str) -> bool:
     steering+prompting the method it was run with."""
     if not _uses_calibration(condition):
         return False
+    cal = _calibration_of(task, condition) or task["calibration"]
+    return not cal.get("within_budget", True)
+
+
+def _calibration_of(task: dict[str, Any], condition: str) -> dict[str, Any] | None:
+    """The calibration a steering condition ran at: its method's, and for steering+prompting the method it used."""
     cals = method_calibrations(task)
     if condition == "steering+prompting":
-        cal = cals.get(task["info"].get("prompting_method", ""), task["calibration"])
-    else:
-        cal = next((c for c in cals.values() if c["condition"] == condition), task["calibration"])
-    return not cal.get("within_budget", True)
+        return cals.get(task["info"].get("prompting_method", ""))
+    return next((c for c in cals.values() if c["condition"] == condition), None)
 
 
 def budget_broken_on_test(task: dict[str, Any], condition: str) -> bool:
@@ -61,11 +65,8 @@ def budget_broken_on_test(task: dict[str, Any], condition: str) -> bool:
     fluency rows cannot tell (False)."""
     if not _uses_calibration(condition):
         return False
-    cals = method_calibrations(task)
-    if condition == "steering+prompting":
-        cal, counterpart = cals.get(task["info"].get("prompting_method", "")), "prompting"
-    else:
-        cal, counterpart = next((c for c in cals.values() if c["condition"] == condition), None), "unsteered"
+    cal = _calibration_of(task, condition)
+    counterpart = "prompting" if condition == "steering+prompting" else "unsteered"
     mine, base = primary(task, condition, "fluency_logprob"), primary(task, counterpart, "fluency_logprob")
     if cal is None or mine is None or base is None:
         return False

@@ -98,13 +98,9 @@ class KitResolver:
                 f"{len(found.conditions)} distinct conditions in one request; this server reads at most "
                 f"{self.settings.max_conditions} per request."
             )
-        for entry in entries:
-            if found.conditions_of(entry) and entry.positions != "generated":
-                raise SteerlabError(
-                    f"a conditional entry ({entry.vector.card.name or 'a vector'}, 'when') steers positions "
-                    f"{entry.positions!r}; on the vLLM engine a condition is decided after the whole prompt is read, "
-                    "so conditional entries steer generated tokens only: give it positions 'generated'."
-                )
+        reason = prompt_gated(found)
+        if reason is not None:
+            raise SteerlabError(f"{reason}: give it positions 'generated'.")
 
     def _confined(self, address: str) -> str:
         """With a kits folder set (a server's clients are not trusted with the file system), a file address is
@@ -131,6 +127,19 @@ class KitResolver:
             raise SteerlabError(
                 f"{len(entries)} vectors in one request; this server allows {self.settings.max_vectors}."
             )
+
+
+def prompt_gated(kit: Kit) -> str | None:
+    """Why the vLLM engine cannot run a kit's conditional entry on prompt positions (None: every conditional entry
+    steers generated tokens only)."""
+    for entry in kit.entries:
+        if kit.conditions_of(entry) and entry.positions != "generated":
+            return (
+                f"a conditional entry ({entry.vector.card.name or 'a vector'}, 'when') steers positions "
+                f"{entry.positions!r}; on the vLLM engine a condition is decided after the whole prompt is read, so "
+                "conditional entries steer generated tokens only"
+            )
+    return None
 
 
 def _one_condition(own: Condition | None, given: Condition, address: str) -> Condition:

@@ -30,6 +30,7 @@ from steerlab.kit import Kit
 from steerlab.serve.batcher import CANCELLED, Job, Stats, fail_jobs, finish_job, take_token
 from steerlab.serve.errors import ApiError
 from steerlab.vector import Vector
+from steerlab.vllm.kits import prompt_gated
 from steerlab.vllm.settings import PREFIX
 from steerlab.vllm.target import VllmTarget, build_target
 
@@ -55,14 +56,9 @@ def unsupported(kit: Kit | None) -> str | None:
     """Why this engine cannot run a kit (None: it can)."""
     if kit is None:
         return None
-    for entry in kit.entries:
-        if kit.conditions_of(entry) and entry.positions != "generated":
-            return (
-                f"a conditional entry ({entry.vector.card.name or 'a vector'}, 'when') steers positions "
-                f"{entry.positions!r}; the vLLM engine decides a condition after the whole prompt is read, so its "
-                "conditional entries steer generated tokens only: give them positions 'generated', or serve with "
-                "--engine transformers."
-            )
+    reason = prompt_gated(kit)
+    if reason is not None:
+        return f"{reason}: give them positions 'generated', or serve with --engine transformers."
     if any(entry.vector.card.site == "router" for entry in kit.entries):
         return "expert (router) vectors are not run by the vLLM engine; serve them with --engine transformers."
     return None
