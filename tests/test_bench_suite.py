@@ -48,6 +48,9 @@ def test_the_full_suite_is_a_measurement_and_the_quick_one_a_smoke_test(datasets
     full = {s.name: s for s in seed_suite(datasets, False, tuple(AXES))}
     assert len(full["refusal"].test) == len(full["sycophancy"].test) == 50  # CAA ships 50 A/B test items each
     assert isinstance(full["bias"].task, PairLogprobTask) and len(full["bias"].test) == FULL.test
+    caa = suite_specs("caa", datasets, False)
+    for spec in [*full.values(), *caa]:  # calibration judges fluency on as many generations as the test does
+        assert len(spec.task.fluency_prompts(spec.val)) >= FULL.n_fluency, spec.name
 
 
 def test_the_caa_suite_holds_behaviours_the_bench_was_not_tuned_on(datasets) -> None:

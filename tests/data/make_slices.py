@@ -142,7 +142,7 @@ AXBENCH_TRAIN = first_per(
     "; of the concept-free rows (`concept_id` -1): the first 16 of each genre",
 )
 
-# First matching pattern wins. Sizes: enough rows for the seed suite at FULL size (64 pairs + 16 validation + >= 100
+# First matching pattern wins. Sizes: enough rows for the seed suite at FULL size (64 pairs + 32 validation + >= 100
 # test items), the starter recipes (6 sampled records each; 32-pair builds), and the first-N reads of the tests.
 RULES: Sequence[tuple[str, Rule]] = (
     ("*.parquet", Rule(None, "not copied: a row-for-row copy of the .jsonl beside it, which is what steerlab reads")),

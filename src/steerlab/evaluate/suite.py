@@ -34,6 +34,8 @@ SEED = 0
 @dataclass(frozen=True)
 class Size:
     pairs: int  # extraction pairs (= LoRA examples)
+    # Calibration judges fluency on the validation prompts: at least n_fluency of them, or a dose whose fluency
+    # passed on fewer generations than the test's can break the budget on the test (CAA coordination did, on 16).
     val: int
     test: int  # minimal pairs and multiple choice
     gen_test: int  # open prompts of the generation axes (formality, sentiment)
@@ -42,7 +44,7 @@ class Size:
     n_fluency: int  # generations per condition that fluency is judged on
 
 
-FULL = Size(pairs=64, val=16, test=200, gen_test=100, ab_test=None, gen_tokens=32, n_fluency=32)
+FULL = Size(pairs=64, val=32, test=200, gen_test=100, ab_test=None, gen_tokens=32, n_fluency=32)
 QUICK = Size(pairs=16, val=6, test=16, gen_test=16, ab_test=16, gen_tokens=16, n_fluency=3)
 
 INSTRUCTIONS = {
