@@ -81,7 +81,13 @@ def test_chunked_reads_decide_as_the_whole_prompt_does(model, monkeypatch, captu
             expected = float(cond.scores(whole)[0])
             assert gating.scores[req_id][cond.key] == pytest.approx(expected, rel=1e-4, abs=1e-4)
             assert gating.decided[req_id][cond.key] == (expected > cond.threshold)
+            record = next(r for r in gating.records[req_id] if r["key"] == cond.key[:16])
+            assert record == {**cond.describe(), "score": gating.scores[req_id][cond.key], "holds": record["holds"]}
+            assert record["holds"] == gating.decided[req_id][cond.key]
     assert not gating.buffers.scores.any() and not gating.buffers.live.any()  # clean for the next step
+    assert gating.take_decided() == ["b", "a"] and gating.take_decided() == []  # each decision handed over once
+    gating.forget("a")
+    assert "a" not in gating.records and "b" in gating.records
 
 
 def test_recomputed_prompt_tokens_are_not_read_twice(model) -> None:

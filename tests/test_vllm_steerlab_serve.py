@@ -121,12 +121,18 @@ def vllm_server(kits: Path, tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def hf_server(kits: Path) -> Iterator[str]:
+def hf_audit(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hf-audit") / "audit.jsonl"
+
+
+@pytest.fixture(scope="module")
+def hf_server(kits: Path, hf_audit: Path) -> Iterator[str]:
     import steerlab
     from steerlab.serve.server import BackgroundServer, build_service
 
     model = steerlab.load_model("smollm2-135m")
-    service = build_service(model, kits_dir=kits, max_batch=8, protect=[str(kits / "refusal.safetensors")])
+    protect = [str(kits / "refusal.safetensors")]
+    service = build_service(model, kits_dir=kits, max_batch=8, protect=protect, audit_path=hf_audit)
     with BackgroundServer(service) as server:
         yield server.url
 
@@ -149,10 +155,11 @@ def answer(response: httpx.Response) -> str:
     return str(response.json()["choices"][0]["message"]["content"])
 
 
-def test_greedy_answers_equal_the_transformers_engine_for_most_requests(vllm_server, hf_server) -> None:
+def test_greedy_answers_equal_the_transformers_engine_for_most_requests(vllm_server, hf_server, hf_audit) -> None:
     """Every (steering, question) pair, sent to both servers at once (each batches them; a row's answer does not
-    depend on its batch): the same kit label and hash, and the same greedy text for most of them."""
-    url, _ = vllm_server
+    depend on its batch): the same kit label and hash, and the same greedy text for most of them. The conditional
+    kit's audit records hold the same condition scores and decisions."""
+    url, audit = vllm_server
     asks = [(steering, question) for steering in STEERINGS for question in QUESTIONS]
 
     def both(ask: tuple[Any, str]) -> tuple[httpx.Response, httpx.Response]:
@@ -173,6 +180,24 @@ def test_greedy_answers_equal_the_transformers_engine_for_most_requests(vllm_ser
     assert sum(mine == theirs for _, mine, theirs in gated) >= len(QUESTIONS) - 1, gated
     opened = [mine != plain[q] for q, mine, _ in gated]
     assert any(opened) and not all(opened), (gated, plain)
+    ids = [(m.json()["id"], t.json()["id"]) for (st, _), (m, t) in zip(asks, pairs, strict=True) if st == "gated"]
+    assert_same_condition_records(audit, hf_audit, ids)
+
+
+def assert_same_condition_records(audit: Path, hf_audit: Path, ids: list[tuple[str, str]]) -> None:
+    """Each gated request's audit record: the condition's score and decision, made inside vLLM's worker, equal the
+    transformers engine's for the same question."""
+    mine, theirs = (_audit_by_id(path) for path in (audit, hf_audit))
+    for vllm_id, hf_id in ids:
+        [[a]], [[b]] = mine[vllm_id.split("-", 1)[1]]["conditions"], theirs[hf_id.split("-", 1)[1]]["conditions"]
+        assert {k: v for k, v in a.items() if k != "score"} == {k: v for k, v in b.items() if k != "score"}
+        assert a["score"] == pytest.approx(b["score"], rel=1e-3, abs=1e-4)
+    assert {mine[v.split("-", 1)[1]]["conditions"][0][0]["holds"] for v, _ in ids} == {True, False}
+
+
+def _audit_by_id(path: Path) -> dict[str, dict[str, Any]]:
+    records = (json.loads(line) for line in path.read_text().splitlines())
+    return {r["request_id"]: r for r in records if r.get("request_id")}
 
 
 def test_more_distinct_kits_than_slots_wait_and_each_gets_its_own(vllm_server) -> None:

@@ -14,6 +14,7 @@ gated part steers is computed after the decision. A preempted request that is co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ class Gating:
         self.reading: dict[str, Reading] = {}
         self.decided: dict[str, dict[str, bool]] = {}  # request id -> condition key -> holds
         self.scores: dict[str, dict[str, float]] = {}  # request id -> condition key -> total (what was decided on)
+        # request id -> each condition's audit record (as the transformers engine's plan reports it)
+        self.records: dict[str, list[dict[str, Any]]] = {}
+        self.just_decided: list[str] = []  # decided since the last `take_decided`
         self._step: list[tuple[int, str, int]] = []  # the last step's reads: (row in step, request id, read up to)
         self._weights = np.zeros((0, buffers.shape.columns), dtype=np.float32)
         self._token_req = np.zeros(0, dtype=np.int64)
@@ -119,10 +123,16 @@ class Gating:
         self._step = []
         self.buffers.reset(self._used)
 
+    def take_decided(self) -> list[str]:
+        """The requests decided since the last call (each once)."""
+        taken, self.just_decided = self.just_decided, []
+        return taken
+
     def forget(self, req_id: str) -> None:
         self.reading.pop(req_id, None)
         self.decided.pop(req_id, None)
         self.scores.pop(req_id, None)
+        self.records.pop(req_id, None)
 
     def _decide(self, req_id: str, reading: Reading) -> None:
         del self.reading[req_id]
@@ -131,3 +141,8 @@ class Gating:
             c.key: bool(c.holds(torch.tensor(total)))
             for c, total in zip(reading.conditions, reading.totals, strict=True)
         }
+        self.records[req_id] = [
+            {**c.describe(), "score": total, "holds": self.decided[req_id][c.key]}
+            for c, total in zip(reading.conditions, reading.totals, strict=True)
+        ]
+        self.just_decided.append(req_id)

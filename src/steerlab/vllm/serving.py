@@ -7,6 +7,10 @@ its scale, layers, positions and mode. The plugin resolves those files through t
 anything outside that folder), so vLLM steers with exactly the vectors the registry checked. Tokens come back one
 step at a time and end rows by the same rule as the transformers engine (steerlab.serve.batcher.take_token).
 
+A conditional kit's decisions are made inside vLLM's workers; each comes back as a record file (steerlab.vllm.records)
+in a folder of this engine's own, so the audit log holds each condition's score and decision as on the transformers
+engine.
+
 AsyncLLM runs on its own event loop on a thread of its own, as the transformers batcher runs on its engine thread:
 `submit` is callable from any thread and every event reaches the request through the job's sink.
 """
@@ -17,6 +21,8 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from steerlab.serve.batcher import CANCELLED, Job, Stats, fail_jobs, finish_job,
 from steerlab.serve.errors import ApiError
 from steerlab.vector import Vector
 from steerlab.vllm.kits import prompt_gated
+from steerlab.vllm.records import RECORD_KEY, take_record
 from steerlab.vllm.settings import PREFIX
 from steerlab.vllm.target import VllmTarget, build_target
 
@@ -62,6 +69,10 @@ def unsupported(kit: Kit | None) -> str | None:
     if any(entry.vector.card.site == "router" for entry in kit.entries):
         return "expert (router) vectors are not run by the vLLM engine; serve them with --engine transformers."
     return None
+
+
+def _conditional(kit: Kit | None) -> bool:
+    return kit is not None and any(entry.when is not None for entry in kit.standalone_entries())
 
 
 class SpecWriter:
@@ -127,6 +138,7 @@ class VllmEngine:
         self._engine: Any = None
         self._closed = threading.Event()
         self._lock = threading.Lock()  # orders close() against the end of start-up (see _build)
+        self.records = Path(tempfile.mkdtemp(prefix="steerlab-vllm-records-"))
 
     @property
     def active(self) -> int:
@@ -162,7 +174,9 @@ class VllmEngine:
             starting = self._engine is None
         fail_jobs(list(self._running), "the server shut down before this request finished.")
         if starting or not self._thread.is_alive():
-            return  # never started, or still starting: _build shuts vLLM down as soon as it is up, start() the loop
+            # never started, or still starting: _build shuts vLLM down as soon as it is up, start() the loop
+            shutil.rmtree(self.records, ignore_errors=True)
+            return
         done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         try:
             done.result(timeout)
@@ -173,6 +187,7 @@ class VllmEngine:
     def _stop_loop(self, timeout: float) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
+        shutil.rmtree(self.records, ignore_errors=True)
 
     # ----- on the engine's loop -----
     def _plugin_environment(self) -> None:
@@ -182,6 +197,7 @@ class VllmEngine:
         os.environ[PREFIX + "KITS"] = str(self.specs.folder)
         os.environ[PREFIX + "MAX_SCALE"] = repr(float(self.options.max_scale))
         os.environ[PREFIX + "MAX_VECTORS"] = str(self.options.max_vectors)
+        os.environ[PREFIX + "RECORDS"] = str(self.records)
         os.environ.pop(PREFIX + "DEFAULT_KIT", None)
         os.environ.pop(PREFIX + "MAX_STEERING_SLOTS", None)
         if self.options.max_steering_slots is not None:
@@ -216,11 +232,14 @@ class VllmEngine:
             self._engine.shutdown()
             self._engine = None
 
-    def _params(self, job: Job) -> Any:
+    def _params(self, job: Job, record: str | None) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         spec = self.specs.spec(job.kit)
+        extra: dict[str, Any] | None = None if spec is None else {"steering": spec}
+        if extra is not None and record is not None:
+            extra[RECORD_KEY] = record
         # vLLM's own end-of-sequence test is off: rows end by steerlab's rule (the same stop ids as the
         # transformers engine, which vLLM is told as stop tokens so it stops computing there too).
         return SamplingParams(
@@ -232,19 +251,22 @@ class VllmEngine:
             stop_token_ids=[] if job.ignore_eos else sorted(self.eos_ids),
             detokenize=False,
             output_kind=RequestOutputKind.DELTA,
-            extra_args=None if spec is None else {"steering": spec},
+            extra_args=extra,
         )
 
     async def _generate(self, job: Job) -> None:
         from vllm import TokensPrompt
 
         request_id = uuid.uuid4().hex
+        record = request_id if _conditional(job.kit) else None
         self.stats.max_rows = max(self.stats.max_rows, len(self._running))
         reason: str | None = None
         try:
-            params = self._params(job)
+            params = self._params(job, record)
             stream = self._engine.generate(TokensPrompt(prompt_token_ids=job.prompt_ids), params, request_id)
             async for output in stream:
+                if record is not None:  # decided and written before the first token left the worker
+                    job.conditions, record = self._taken(record), None
                 for token in output.outputs[0].token_ids:
                     reason = take_token(job, int(token), self.eos_ids, self.context_length)
                     if reason is not None:
@@ -262,6 +284,13 @@ class VllmEngine:
                 self.stats.completed += 1
             if reason is not None or job.cancelled:
                 await self._abort(request_id)
+
+    def _taken(self, record: str) -> list[dict[str, Any]]:
+        conditions = take_record(self.records, record)
+        if conditions is None:
+            log.warning("no condition record came back for request %s", record)
+            return []
+        return conditions
 
     async def _abort(self, request_id: str) -> None:
         try:

@@ -22,6 +22,7 @@ class Settings:
     max_scale: float = 8.0
     max_vectors: int = 8
     max_conditions: int = 2  # distinct conditions one request may be gated on (columns of the reading buffers)
+    records: str | None = None  # a folder for per-request condition records (steerlab.vllm.records); None: none
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -36,6 +37,7 @@ class Settings:
             max_scale=float(get("MAX_SCALE") or 8.0),
             max_vectors=_int(get("MAX_VECTORS"), "MAX_VECTORS") or 8,
             max_conditions=_int(get("MAX_CONDITIONS"), "MAX_CONDITIONS") or 2,
+            records=get("RECORDS"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -48,6 +50,7 @@ class Settings:
             "MAX_SCALE": self.max_scale,
             "MAX_VECTORS": self.max_vectors,
             "MAX_CONDITIONS": self.max_conditions,
+            "RECORDS": self.records,
         }
         return {PREFIX + k: str(v) for k, v in values.items() if v is not None}
 

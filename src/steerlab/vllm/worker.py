@@ -7,6 +7,9 @@ compiled graph contains the op and reads the tables' fixed addresses. Before eac
 give each request its kit's slot (resolving and filling it on first use), and write one row per token: the slot's
 prompt row for positions before the request's prompt length, its generated row after, row 0 for unsteered requests.
 A conditional kit's request also has its prompt read (steerlab.vllm.gating) and changes slot once it is decided.
+The scores are collected right after the forward (and, should that hook be missing, before the next one), so the
+decision, and the request's condition record for the server (steerlab.vllm.records), exist before the step's output
+leaves the worker.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from steerlab.vllm import op, reads
 from steerlab.vllm.gating import Gating
 from steerlab.vllm.kits import KitResolver, Steering
 from steerlab.vllm.reads import ReadBuffers, ReadShape
+from steerlab.vllm.records import record_name, write_record
 from steerlab.vllm.settings import Settings
 from steerlab.vllm.slots import SlotPool
 from steerlab.vllm.tables import NO_STEERING, SlotTables, TableShape, row_of
@@ -68,13 +72,17 @@ class RunnerState:
         self.steering: dict[str, Steering] = {}  # kit digest -> its kit, for (re)filling a slot
         self.rows: dict[str, RowPlan] = {}  # kit digest -> its compiled plan
         self.fills = 0  # how many times a slot was (re)filled: what the slot tests read
+        # Records are written by one rank only: every rank decides alike, and a second writer could put a file back
+        # after the server took it.
+        self.records = settings.records if _first_rank() else None
+        self.record_of: dict[str, str] = {}  # request id -> its record's name (conditional requests that asked)
         _wrap_layers(model, self.target.n_layers, self.tables, self.gating.buffers)
 
     def map_tokens(self, runner: Any, num_scheduled: np.ndarray) -> None:
         batch = runner.input_batch
         n = batch.num_reqs
         req_ids = list(batch.req_ids[:n])
-        self.gating.collect()
+        self.collect()
         self.pool.hold_only(set(req_ids))
         counts = [int(num_scheduled[i]) for i in range(n)]
         self.gating.begin(sum(counts))
@@ -94,9 +102,22 @@ class RunnerState:
         self.tables.token_rows.zero_()  # padded rows, if any, stay unsteered
         self.tables.set_token_rows(torch.from_numpy(flat))
 
+    def collect(self) -> None:
+        """The last forward's condition scores: decisions, and the records of requests that asked for one."""
+        self.gating.collect()
+        for req_id in self.gating.take_decided():
+            name = self.record_of.pop(req_id, None)
+            if name is None or self.records is None:
+                continue
+            try:
+                write_record(self.records, name, self.gating.records[req_id])
+            except OSError as exc:  # a lost audit record must not fail the step (the server notes it missing)
+                log.warning("steerlab: could not write the condition record of %s: %s", req_id, exc)
+
     def forget(self, finished: set[str]) -> None:
         for req_id in finished:
             self.kit_of.pop(req_id, None)
+            self.record_of.pop(req_id, None)
             self.key_of.pop(req_id, None)
             self.gating.forget(req_id)
             self.pool.release(req_id)
@@ -118,6 +139,9 @@ class RunnerState:
             params = runner.requests[req_id].sampling_params
             steering = self.resolver.for_request(getattr(params, "extra_args", None))
             self.kit_of[req_id] = None if steering is None else steering.digest
+            name = record_name(getattr(params, "extra_args", None))
+            if steering is not None and steering.conditional and name is not None:
+                self.record_of[req_id] = name
             if steering is not None:
                 self.steering[steering.digest] = steering
                 if steering.digest not in self.rows:
@@ -178,6 +202,15 @@ def _stream_parts(out: Any, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return out[0], out[1] if len(out) > 1 and out[1] is not None else empty
 
 
+def _first_rank() -> bool:
+    try:
+        from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+
+        return bool(get_tensor_model_parallel_rank() == 0)
+    except (ImportError, AssertionError):  # no tensor-parallel group (one process): the only rank
+        return True
+
+
 def install(runner: Any) -> None:
     """After the model is loaded: tables and wrapped layers (once per runner)."""
     if getattr(runner, ATTR, None) is None:
@@ -212,6 +245,9 @@ def patch_runner() -> None:
     prepare = GPUModelRunner.__dict__["_prepare_inputs"]
     if not getattr(prepare, "_steerlab", False):
         GPUModelRunner._prepare_inputs = _after_prepare(prepare)  # type: ignore[method-assign]
+    execute = GPUModelRunner.__dict__["execute_model"]
+    if not getattr(execute, "_steerlab", False):
+        GPUModelRunner.execute_model = _after_execute(execute)  # type: ignore[method-assign]
 
 
 def _after_load(load: Any) -> Any:
@@ -232,3 +268,15 @@ def _after_prepare(prepare: Any) -> Any:
 
     _prepare_inputs._steerlab = True  # type: ignore[attr-defined]
     return _prepare_inputs
+
+
+def _after_execute(execute: Any) -> Any:
+    def execute_model(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = execute(self, *args, **kwargs)
+        state = getattr(self, ATTR, None)
+        if state is not None:
+            state.collect()
+        return result
+
+    execute_model._steerlab = True  # type: ignore[attr-defined]
+    return execute_model
