@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_vllm_compiled import TOKENS, gated, prompts  # noqa: F401 (fixtures)
-from tests.test_vllm_engine import KITS, corr, cut, dense, hf_first_logprobs, hf_greedy, kit_of, request, run_job
+from tests.test_vllm_compiled import TOKENS, assert_shifts_match_hooks, gated, prompts  # noqa: F401 (fixtures)
+from tests.test_vllm_engine import KITS, cut, hf_greedy, kit_of, request, run_job
 from tests.vllm_support import MARKS
 
 pytestmark = MARKS
@@ -56,13 +56,7 @@ def parallel_runs(prompts, gated, tmp_path_factory) -> dict[str, Any]:  # noqa: 
 
 
 def test_every_rank_steers_in_step_with_the_hooks(model, prompts, parallel_runs) -> None:  # noqa: F811
-    vocab = model.hf_model.config.vocab_size
-    base = [dense(o["first_logprobs"], vocab) for o in parallel_runs["base"][0]["outputs"]]
-    for spec, run in zip(PLAIN, parallel_runs["plain"], strict=True):
-        kit = kit_of(model, spec)
-        for p, out, b in zip(prompts[:4], run["outputs"], base, strict=True):
-            hf_shift = hf_first_logprobs(model, p, kit) - hf_first_logprobs(model, p)
-            assert corr(dense(out["first_logprobs"], vocab) - b, hf_shift) > 0.99, spec
+    assert_shifts_match_hooks(model, prompts, PLAIN, parallel_runs)
     same = 0
     for k, (spec, out) in enumerate(zip(MIXED, parallel_runs["mixed"][0]["outputs"], strict=True)):
         kit = None if spec is None else kit_of(model, spec)
