@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from tiny import tiny_model
@@ -18,6 +19,7 @@ from steerlab.evaluate.calibrate import (
     calibrate,
     dose_per_scale,
     layer_windows,
+    paired_se,
     scale_for_dose,
     write_to_card,
 )
@@ -57,8 +59,9 @@ def test_calibration_picks_inside_the_grid_within_budget(model, vector):
     if cal.within_budget:
         assert chosen.fluency >= cal.fluency_floor
         assert chosen.effect == max(p.effect for p in cal.grid if p.within_budget)
+    assert cal.fluency_margin == 1.0 and any(p.fluency_se > 0 for p in cal.grid)
     for point in cal.grid:
-        fluent = point.fluency >= cal.base_fluency - 0.1 * abs(cal.base_fluency)
+        fluent = point.fluency - point.fluency_se >= cal.base_fluency - 0.1 * abs(cal.base_fluency)
         assert point.within_budget == (fluent and point.repetition <= cal.base_repetition + 0.1)
 
 
@@ -68,6 +71,19 @@ def test_repetition_budget_rejects_loops_that_score_fluent():
     assert not _fits(cal, fluency=-0.2, repetition=0.4)  # a loop: very predictable, so a high log-prob
     assert not _fits(cal, fluency=-1.2, repetition=0.0)
     assert not _fits(cal, fluency=math.nan, repetition=0.0)
+
+
+def test_the_fluency_check_keeps_a_margin_of_paired_standard_errors():
+    steered, base = [-1.0, -0.8, math.nan, -1.3, -0.9], [-0.9, -0.8, -1.0, -1.0, -0.7]
+    diffs = np.array([-0.1, 0.0, -0.3, -0.2])  # the prompt with a NaN is left out
+    assert paired_se(steered, base) == pytest.approx(diffs.std(ddof=1) / 2)
+    assert paired_se([-1.0], [-0.5]) == 0.0 and paired_se([math.nan, -1.0], [-1.0, math.nan]) == 0.0
+    cal = Calibration([], 0.0, "p_match", 1, 0.1, 0.5, -1.0, -1.1, False, fluency_margin=1.0)
+    assert _fits(cal, fluency=-1.05, repetition=0.0, se=0.04)
+    assert not _fits(cal, fluency=-1.05, repetition=0.0, se=0.06)  # passes on the mean, not with the margin
+    assert not _fits(cal, fluency=-1.05, repetition=0.0, se=math.nan)
+    cal.fluency_margin = 0.0
+    assert _fits(cal, fluency=-1.05, repetition=0.0, se=0.06)
 
 
 def test_negative_goal_gives_negative_scale_and_card_records_it(model, vector, tmp_path):

@@ -64,24 +64,27 @@ def test_the_quick_report_says_it_is_a_smoke_test():
     assert SMOKE_NOTE not in markdown(doc)
 
 
-CAA = QUICK.parent / "caa"
+# A frozen copy of a committed CAA run (its SOURCE.md says which), so a re-run of the bench changes nothing here.
+CAA_RESULTS = Path(__file__).parent / "data" / "bench" / "caa_coordination_results.json"
 
 
 def test_a_calibration_within_budget_whose_test_generations_break_it_is_marked_too():
-    """The committed CAA run: coordination's trained vector was calibrated within budget on 16 validation items, but
-    its 32 test generations fell more than 10% below unsteered's mean log-prob; hallucination's stayed within."""
+    """A committed CAA run: coordination's trained vector was calibrated within budget on 32 validation
+    generations, but its 32 test generations fell more than 10% below unsteered's mean log-prob; steering+prompting's
+    stayed within 10% of prompting's."""
     from steerlab.evaluate.report import TEST_LEGEND, TEST_MARK, budget_broken_on_test
 
-    doc = json.loads((CAA / "results.json").read_text())
+    doc = json.loads(CAA_RESULTS.read_text())
     tasks = {t["name"]: t for t in doc["tasks"]}
     assert tasks["coordination"]["calibration_by_method"]["preference"]["within_budget"]
     assert budget_broken_on_test(tasks["coordination"], "steering:preference")
-    assert not budget_broken_on_test(tasks["hallucination"], "steering:preference")
+    assert not budget_broken_on_test(tasks["coordination"], "steering+prompting")
     assert not budget_broken_on_test(tasks["coordination"], "prompting")  # not steered: no budget of its own
     text = markdown(doc)
     assert TEST_LEGEND in text
     summary = {row.split("|")[1].strip(): row for row in _table_rows(text, "## Summary")}
-    assert f"0.770*{TEST_MARK}" in summary["coordination"] and TEST_MARK not in summary["hallucination"]
+    cells = [c.strip() for c in summary["coordination"].split("|")]
+    assert f"0.758*{TEST_MARK}" in cells and "0.699*" in cells  # steering:preference, steering+prompting
     methods = [r for r in _table_rows(text, "## coordination") if r.startswith("| preference |")]
     assert methods and ": OUTSIDE |" in methods[0]
     # Lift the steered generations' log-prob to unsteered's: the mark and the legend go.

@@ -6,6 +6,12 @@ lower than the unsteered value minus `budget` times its magnitude (default 10%),
 (share of repeated 3-grams) rises at most `repetition_budget` above the unsteered one (default 0.1). The second
 check is needed because a looping generation can score a high log-prob: the judge finds repeats predictable.
 
+The log-prob check keeps a margin of `fluency_margin` standard errors (default 1) of the paired per-prompt difference
+from unsteered: the candidate's mean minus that margin must clear the floor. Picking the largest effect among the
+candidates that pass a noisy check favours those that passed by luck (on CAA coordination the chosen dose passed on
+the validation generations and fell just under the floor on the test's), so a pick must pass with room to spare:
+Breiman's one-standard-error rule, applied to the constraint.
+
 Grids can be given as relative doses instead of raw scales. The dose of scale s on a window W is
 d = |s| * sum over l in W of |v_l| / h_l, with h_l the mean residual norm at block l on the calibration prompts
 (residual_norms): the same total the trained method spreads over its window. A dose means the same push against the
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +46,7 @@ from steerlab.vector import ExpertVector, Vector
 
 DEFAULT_BUDGET = 0.10
 DEFAULT_REPETITION_BUDGET = 0.10
+DEFAULT_FLUENCY_MARGIN = 1.0  # standard errors of the paired per-prompt log-prob difference (module docstring)
 DEFAULT_SCALES = (0.125, 0.25, 0.5, 1.0)
 DEFAULT_DOSES = (0.1, 0.25, 0.35, 0.5, 0.7)  # about 0.7 is reported safe; coherence collapses near 1.9
 # Multiples of an expert vector's offsets. extract_experts' offsets are selection log-odds (a few logits at most),
@@ -56,6 +64,7 @@ class GridPoint:
     within_budget: bool
     repetition: float = 0.0
     dose: float = math.nan  # relative dose of this scale on this window (see the module docstring)
+    fluency_se: float = 0.0  # standard error of the paired per-prompt log-prob difference from unsteered
 
 
 @dataclass
@@ -80,6 +89,7 @@ class Calibration:
     site: str = "residual"  # what the vector steers: "residual" or "router" (an expert vector's logit offsets)
     residual_norms: dict[str, float] = field(default_factory=dict)  # h per block (str keys: JSON-safe in the card)
     positions: str = "all"  # the tokens every candidate steered: "all", "prompt" or "generated"
+    fluency_margin: float = 0.0  # standard errors the log-prob check kept in hand (0 in cards written before it)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,18 +118,35 @@ class _Probe:
     prompts: list[str]
     gen_tokens: int
 
-    def measure_with_norms(self, layers: Sequence[int]) -> tuple[tuple[float, float, float], dict[int, float]]:
+    def measure_with_norms(self, layers: Sequence[int]) -> tuple[Measured, dict[int, float]]:
         """The unsteered measurement, metering the residual norms h of `layers` during the same forwards."""
         with measure_residual_norms(self.base, layers) as meter:
             measured = self.measure(PLAIN)
         return measured, meter.means()
 
-    def measure(self, setting: Setting) -> tuple[float, float, float]:
+    def measure(self, setting: Setting) -> Measured:
         scores = self.task.evaluate(self.base, setting, self.items)
         if "fluency_logprob" not in scores:
             texts = generate_texts(self.base, setting, self.prompts, self.gen_tokens)
             scores.update(fluency_scores(self.base, self.prompts, texts))
-        return nanmean(scores[self.task.metric]), nanmean(scores["fluency_logprob"]), nanmean(scores["repetition"])
+        fluency = list(scores["fluency_logprob"])
+        return Measured(nanmean(scores[self.task.metric]), nanmean(fluency), nanmean(scores["repetition"]), fluency)
+
+
+@dataclass
+class Measured:
+    metric: float
+    fluency: float
+    repetition: float
+    fluency_items: list[float]  # per fluency prompt, for the paired standard error
+
+
+def paired_se(steered: Sequence[float], base: Sequence[float]) -> float:
+    """Standard error of the mean per-prompt difference, over prompts both scored; 0 with fewer than two."""
+    diffs = [a - b for a, b in zip(steered, base, strict=True) if math.isfinite(a) and math.isfinite(b)]
+    if len(diffs) < 2:
+        return 0.0
+    return statistics.stdev(diffs) / math.sqrt(len(diffs))
 
 
 def calibrate(
@@ -136,6 +163,7 @@ def calibrate(
     repetition_budget: float = DEFAULT_REPETITION_BUDGET,
     doses: Sequence[float] | None = None,
     positions: Positions = "all",
+    fluency_margin: float = DEFAULT_FLUENCY_MARGIN,
 ) -> Calibration:
     """Grid over windows x scales (magnitudes; the goal gives the sign), on validation items only.
 
@@ -156,14 +184,12 @@ def calibrate(
     probe = _Probe(base, task, val_items, task.fluency_prompts(val_items)[:n_fluency], gen_tokens)
     norms: dict[int, float] = {}
     if router:  # no residual norms: nothing of a router offset is measured against them
-        base_metric, base_fluency, base_repetition = probe.measure(PLAIN)
+        plain = probe.measure(PLAIN)
     else:
-        (base_metric, base_fluency, base_repetition), norms = probe.measure_with_norms(
-            sorted({la for w in grid_windows for la in w})
-        )
-    floor = base_fluency - budget * abs(base_fluency)
-    cal = Calibration([], 0.0, task.metric, goal, budget, base_metric, base_fluency, floor, False)
-    cal.repetition_budget, cal.base_repetition = repetition_budget, base_repetition
+        plain, norms = probe.measure_with_norms(sorted({la for w in grid_windows for la in w}))
+    floor = plain.fluency - budget * abs(plain.fluency)
+    cal = Calibration([], 0.0, task.metric, goal, budget, plain.metric, plain.fluency, floor, False)
+    cal.repetition_budget, cal.base_repetition, cal.fluency_margin = repetition_budget, plain.repetition, fluency_margin
     cal.grid_unit, cal.residual_norms = ("dose" if doses else "scale"), {str(la): h for la, h in norms.items()}
     cal.site, cal.positions = ("router" if router else "residual"), positions
     for window in grid_windows:
@@ -171,10 +197,13 @@ def calibrate(
         magnitudes = [d / per_scale for d in doses] if doses else list(scales)
         for magnitude in sorted(magnitudes):
             kit = Kit.single(vector, goal * magnitude, window, positions)
-            metric, fluency, repetition = probe.measure(Setting(f"steering@{goal * magnitude:g}", steering=kit))
-            ok = _fits(cal, fluency, repetition)
-            effect = goal * (metric - base_metric)
-            point = GridPoint(window, goal * magnitude, metric, effect, fluency, ok, repetition, magnitude * per_scale)
+            got = probe.measure(Setting(f"steering@{goal * magnitude:g}", steering=kit))
+            se = paired_se(got.fluency_items, plain.fluency_items)
+            ok = _fits(cal, got.fluency, got.repetition, se)
+            effect = goal * (got.metric - plain.metric)
+            point = GridPoint(
+                window, goal * magnitude, got.metric, effect, got.fluency, ok, got.repetition, magnitude * per_scale, se
+            )
             cal.grid.append(point)
             if not ok:
                 break  # larger scales in this window only lose more fluency
@@ -219,12 +248,13 @@ def _check_arguments(goal: int, val_items: Sequence[Any], scales: Sequence[float
         )
 
 
-def _fits(cal: Calibration, fluency: float, repetition: float) -> bool:
-    """Within both budgets: log-prob no lower than the floor, repetition no more than budget above unsteered.
+def _fits(cal: Calibration, fluency: float, repetition: float, se: float = 0.0) -> bool:
+    """Within both budgets: log-prob, less the margin of `se`s, no lower than the floor; repetition no more than
+    budget above unsteered.
 
     Written as "passes only when every comparison holds", so any NaN (unmeasured or broken) fails the budget.
     """
-    fluent = fluency >= cal.fluency_floor
+    fluent = fluency - cal.fluency_margin * se >= cal.fluency_floor
     return bool(fluent and repetition <= cal.base_repetition + cal.repetition_budget)
 
 

@@ -78,6 +78,13 @@ def budget_broken_on_test(task: dict[str, Any], condition: str) -> bool:
     return not (value >= floor and repetition_ok)
 
 
+def _margin(cal: dict[str, Any]) -> str:
+    margin = cal.get("fluency_margin", 0.0)
+    if not margin:
+        return ""
+    return f"; the log-prob check kept a margin of {margin:g} standard error(s) of the paired per-prompt difference"
+
+
 def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
@@ -228,8 +235,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{cal['scale']:g}{_dose(cal)} ({'within' if cal['within_budget'] else 'OUTSIDE'} the fluency budget: "
             "mean log-prob "
             f"within {100 * cal['budget']:.0f}% of unsteered, 3-gram repetition at most "
-            f"{cal.get('repetition_budget', 0.1):.2f} above unsteered's {cal.get('base_repetition', 0.0):.2f}). "
-            f"Train {task['info']['n_train']}, test {task['info']['n_test']}."
+            f"{cal.get('repetition_budget', 0.1):.2f} above unsteered's {cal.get('base_repetition', 0.0):.2f}"
+            f"{_margin(cal)}). Train {task['info']['n_train']}, test {task['info']['n_test']}."
         )
         for note in task["info"]["notes"]:
             lines.append(f"- {note}")

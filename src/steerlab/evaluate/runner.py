@@ -14,6 +14,7 @@ from steerlab.errors import SteerlabError
 from steerlab.evaluate import stats
 from steerlab.evaluate.calibrate import (
     DEFAULT_BUDGET,
+    DEFAULT_FLUENCY_MARGIN,
     DEFAULT_REPETITION_BUDGET,
     DEFAULT_SCALES,
     Calibration,
@@ -48,6 +49,7 @@ class RunOptions:
     sweep_doses: tuple[float, ...] | None = None
     budget: float = DEFAULT_BUDGET
     repetition_budget: float = DEFAULT_REPETITION_BUDGET
+    fluency_margin: float = DEFAULT_FLUENCY_MARGIN  # standard errors the log-prob check keeps in hand (calibrate)
     n_fluency: int = 8
     gen_tokens: int = 24
     k_shots: int = 4
@@ -302,6 +304,7 @@ def _extract_and_calibrate(
         opts.repetition_budget,
         opts.doses,
         opts.positions,
+        opts.fluency_margin,
     )
     _log(
         opts,
