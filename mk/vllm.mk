@@ -26,3 +26,8 @@ $(VLLM_STAMP): pyproject.toml mk/vllm.mk
 # `make test` runs the real-vLLM tests too (tests/test_vllm_*.py, tests/test_bench_vllm.py): they skip only where
 # .venv-vllm is missing, and this puts it there.
 TEST_PREREQS += vllm
+
+# Tensor parallelism with 3 CPU ranks (tests/test_vllm_parallel.py): opt-in, see that file's docstring.
+.PHONY: test-vllm-parallel
+test-vllm-parallel: setup vllm
+	STEERLAB_TEST_TP=1 $(PY) -m pytest -q tests/test_vllm_parallel.py

@@ -88,8 +88,14 @@ def run_job(
         timeout=timeout,
         cwd=ROOT,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == 0, _failure(done.stderr)
     return json.loads(out_path.read_text())
+
+
+def _failure(stderr: str) -> str:
+    """The first error lines (vLLM's root cause comes first; its tail is the engine's shutdown) and the tail."""
+    errors = [line for line in stderr.splitlines() if "Error" in line or "error" in line][:15]
+    return "\n".join(errors) + "\n...\n" + stderr[-3000:]
 
 
 def model_folder() -> Path:
